@@ -1,0 +1,8 @@
+"""Pure-PyTorch Tora (CogVideoX-5B T2V/I2V + trajectory extractor + motion-guidance fusers).
+
+Never imports ComfyUI; the node layer in `nodes/` adapts it. Public surface is re-exported here.
+"""
+
+from .errors import CheckpointError, ConfigError, ToraError, TrajectoryFormatError
+
+__all__ = ["CheckpointError", "ConfigError", "ToraError", "TrajectoryFormatError"]
