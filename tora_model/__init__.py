@@ -3,6 +3,7 @@
 Never imports ComfyUI; the node layer in `nodes/` adapts it. Public surface is re-exported here.
 """
 
+from .config import ToraConfig
 from .errors import CheckpointError, ConfigError, ToraError, TrajectoryFormatError
 
-__all__ = ["CheckpointError", "ConfigError", "ToraError", "TrajectoryFormatError"]
+__all__ = ["ToraConfig", "CheckpointError", "ConfigError", "ToraError", "TrajectoryFormatError"]
