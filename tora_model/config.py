@@ -50,15 +50,21 @@ class ToraConfig:
 
     def __post_init__(self) -> None:
         if self.head_dim % 8:
-            raise ConfigError(f"head_dim must be a multiple of 8 for the 1/4:3/8:3/8 RoPE split, got {self.head_dim}")
+            raise ConfigError(
+                f"head_dim must be a multiple of 8 for the 1/4:3/8:3/8 RoPE split, got {self.head_dim}"
+            )
         if self.in_channels not in (LATENT_CHANNELS, 2 * LATENT_CHANNELS):
             raise ConfigError(
                 f"in_channels must be {LATENT_CHANNELS} (T2V) or {2 * LATENT_CHANNELS} (I2V), got {self.in_channels}"
             )
         if self.use_learned_pos_embed and not self.has_learned_pos_embed:
-            raise ConfigError("use_learned_pos_embed=True needs a config with has_learned_pos_embed=True (I2V)")
+            raise ConfigError(
+                "use_learned_pos_embed=True needs a config with has_learned_pos_embed=True (I2V)"
+            )
         if self.hidden_dim % self.fuser_groups:
-            raise ConfigError(f"hidden width {self.hidden_dim} is not divisible by {self.fuser_groups} GroupNorm groups")
+            raise ConfigError(
+                f"hidden width {self.hidden_dim} is not divisible by {self.fuser_groups} GroupNorm groups"
+            )
 
     @property
     def hidden_dim(self) -> int:
@@ -104,7 +110,9 @@ class ToraConfig:
         hidden, in_channels, patch = proj[0], proj[1], proj[2]
         q_norm = shape("transformer_blocks.0.attn1.norm_q.weight")  # [head_dim]
         head_dim = q_norm[0]
-        layer_ids = {int(m.group(1)) for k in state_dict if (m := re.match(r"transformer_blocks\.(\d+)\.", k))}
+        layer_ids = {
+            int(m.group(1)) for k in state_dict if (m := re.match(r"transformer_blocks\.(\d+)\.", k))
+        }
         has_motion = any(k.startswith("traj_extractor.") for k in state_dict)
         fields = dict(
             num_layers=len(layer_ids),
@@ -121,7 +129,9 @@ class ToraConfig:
         )
         if has_motion:
             fields["motion_channels"] = shape("traj_extractor.conv_in.weight")[0]
-            body_ids = {int(m.group(1)) for k in state_dict if (m := re.match(r"traj_extractor\.body\.(\d+)\.", k))}
+            body_ids = {
+                int(m.group(1)) for k in state_dict if (m := re.match(r"traj_extractor\.body\.(\d+)\.", k))
+            }
             fields["extractor_blocks_per_stage"] = len(body_ids) // fields["num_layers"]
         return cls(**fields)
 
