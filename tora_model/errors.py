@@ -19,3 +19,7 @@ class CheckpointError(ToraError):
 
 class TrajectoryFormatError(ToraError, ValueError):
     """A trajectory (file, string or JSON) is malformed or out of range; names the track, point and field."""
+
+
+class GenerationInterrupted(ToraError):
+    """The user (or the host application) asked a running generation to stop; raised between denoising steps."""
