@@ -139,7 +139,7 @@ test("draw two tracks, move, undo/redo, insert/delete, timing -> stored JSON v1;
   // An end frame past the last frame is refused with a message and the value stays.
   await page.locator('input[type="number"]').nth(1).fill("49");
   await page.keyboard.press("Tab");
-  assert.match(await page.locator(".status").textContent(), /end frame must be < frames \(49\)/);
+  assert.match(await page.locator(".status").textContent(), /field 'end_frame': 49 must be < frames \(49\)/);
   assert.equal((await stored()).tracks[1].end_frame, 40);
 
   // A hold point, then the onChange callback saw the same text as getValue().
@@ -178,7 +178,7 @@ test("stored value round-trips exactly through reload", { skip }, async () => {
 });
 
 test("corrupt or unknown-version values open empty, warn, and are kept until an edit", { skip }, async () => {
-  for (const [raw, re] of [["{not json", /not valid JSON/], ['{"version": 2, "width": 1, "height": 1, "tracks": []}', /unsupported version 2/]]) {
+  for (const [raw, re] of [["{not json", /not valid JSON/], ['{"version": 2, "width": 1, "height": 1, "tracks": []}', /unsupported trajectory version 2/]]) {
     await open(raw);
     assert.match(await page.locator(".warn").textContent(), re);
     assert.equal(await value(), raw);

@@ -58,62 +58,76 @@ test("easing curves match the contract formulas", () => {
 test("linear path moves at constant speed along its arc length", () => {
   // Two legs of 100 and 300 px: frame k of 5 sits at 100*k px along the path.
   const t = path([[0, 0], [100, 0], [100, 300]]);
-  assertClose(trackPositions(t, 5), [[0, 0], [100, 0], [100, 100], [100, 200], [100, 300]], 1e-12, "pos");
+  assertClose(trackPositions(t, 5, 720, 480), [[0, 0], [100, 0], [100, 100], [100, 200], [100, 300]], 1e-12, "pos");
 });
 
 test("smooth curve passes through every control point, 32 samples per segment", () => {
   const pts = [[10, 10], [200, 50], [300, 400], [600, 100]];
-  const poly = densePolyline(pts, "smooth");
+  const poly = densePolyline(pts, "smooth", 720, 480);
   assert.equal(poly.length, 1 + SAMPLES_PER_SEGMENT * (pts.length - 1));
   pts.forEach((p, i) => assertClose(poly[i * SAMPLES_PER_SEGMENT], p, 1e-9, `joint ${i}`));
 });
 
 test("smooth curve through evenly spaced collinear points is the straight line", () => {
-  const poly = densePolyline([[0, 0], [10, 0], [20, 0]], "smooth");
+  const poly = densePolyline([[0, 10], [10, 10], [20, 10]], "smooth", 720, 480);
   poly.forEach(([x, y], k) => {
-    assert.ok(Math.abs(y) < 1e-12);
+    assert.ok(Math.abs(y - 10) < 1e-12);
     assert.ok(Math.abs(x - (10 * k) / SAMPLES_PER_SEGMENT) < 1e-9, `sample ${k}: ${x}`);
   });
 });
 
 test("centripetal tangent: hand-computed midpoint of a right-angle corner", () => {
-  // Segment B=(0,0) -> C=(100,0) of points [(0,0),(100,0),(100,100)]; phantom A=(-100,0).
-  // d_ab=d_bc=d_cd=10, m_b=(100,0); m_c=((1,0)-(1,0.5)... computed by the contract formula:
-  // m_c = ((C-B)/10 - (D-B)/(20) + (D-C)/10) * 10 = ((10,0) - (5,5) + (0,10)) * 10 = (50, 50)
-  // p(0.5) = 0.5*B + 0.125*m_b + 0.5*C - 0.125*m_c = (50 + 12.5 - 6.25, -6.25)
-  const poly = densePolyline([[0, 0], [100, 0], [100, 100]], "smooth");
-  assertClose(poly[16], [56.25, -6.25], 1e-9, "p(0.5)");
+  // Segment B=(200,200) -> C=(300,200) of [B, C, D=(300,300)]; phantom A=(100,200); d_ab=d_bc=d_cd=10.
+  // m_b = ((B-A)/10 - (C-A)/20 + (C-B)/10) * 10 = (100, 0)
+  // m_c = ((C-B)/10 - (D-B)/20 + (D-C)/10) * 10 = ((10,0) - (5,5) + (0,10)) * 10 = (50, 50)
+  // p(0.5) = 0.5*B + 0.125*m_b + 0.5*C - 0.125*m_c = (250 + 12.5 - 6.25, 200 - 6.25)
+  const poly = densePolyline([[200, 200], [300, 200], [300, 300]], "smooth", 720, 480);
+  assertClose(poly[16], [256.25, 193.75], 1e-9, "p(0.5)");
+});
+
+test("smooth samples that overshoot the canvas are clamped to it (contract change 1)", () => {
+  // The same corner at the top border dips to y = -6.25 before clamping.
+  const poly = densePolyline([[0, 0], [100, 0], [100, 100]], "smooth", 720, 480);
+  assertClose(poly[16], [56.25, 0], 1e-9, "p(0.5)");
+  assert.ok(poly.every(([x, y]) => x >= 0 && x <= 720 && y >= 0 && y <= 480));
+  const pos = trackPositions(path([[0, 0], [100, 0], [100, 100]], { interpolation: "smooth" }), 49, 720, 480);
+  assert.ok(pos.every(([x, y]) => x >= 0 && y >= 0));
 });
 
 test("repeated control point gives a constant segment and no NaN", () => {
-  const poly = densePolyline([[5, 5], [5, 5], [50, 5]], "smooth");
+  const poly = densePolyline([[5, 5], [5, 5], [50, 5]], "smooth", 720, 480);
   for (let k = 0; k <= SAMPLES_PER_SEGMENT; k++) assert.deepEqual(poly[k], [5, 5]);
   assert.ok(poly.every(([x, y]) => Number.isFinite(x) && Number.isFinite(y)));
-  const pos = trackPositions(path([[5, 5], [5, 5], [50, 5]], { interpolation: "smooth" }), 9);
+  const pos = trackPositions(path([[5, 5], [5, 5], [50, 5]], { interpolation: "smooth" }), 9, 720, 480);
   assertClose(pos[0], [5, 5], 0, "first");
   assertClose(pos[8], [50, 5], 0, "last");
 });
 
 test("zero-length path stays on its first point", () => {
-  const pos = trackPositions(path([[7, 8], [7, 8]], { interpolation: "smooth" }), 5);
+  const pos = trackPositions(path([[7, 8], [7, 8]], { interpolation: "smooth" }), 5, 720, 480);
   assert.deepEqual(pos, Array(5).fill([7, 8]));
 });
 
 test("start/end frames and easing shape the timing", () => {
   const t = path([[0, 0], [100, 0]], { start_frame: 2, end_frame: 6, easing: "ease-in" });
-  const xs = trackPositions(t, 9).map((p) => p[0]);
+  const xs = trackPositions(t, 9, 720, 480).map((p) => p[0]);
   assertClose(xs, [0, 0, 0, 6.25, 25, 56.25, 100, 100, 100], 1e-12, "x");
 });
 
 test("hold track stays on its point for every frame", () => {
   const t = { ...path([[30, 40]]), kind: "hold" };
-  assert.deepEqual(trackPositions(t, 4), Array(4).fill([30, 40]));
+  assert.deepEqual(trackPositions(t, 4, 720, 480), Array(4).fill([30, 40]));
 });
 
-test("end_frame beyond the frame count is an error naming both numbers", () => {
+test("timing the frame count cannot hold is an error naming the field and both numbers", () => {
   const t = traj([path([[0, 0], [1, 1]], { end_frame: 49 })]);
-  assert.throws(() => resampleTrajectory(t, 49), /end_frame 49 must be < frames \(49\)/);
+  assert.throws(() => resampleTrajectory(t, 49), /track 0, field 'end_frame': 49 must be < frames \(49\)/);
   assert.equal(resampleTrajectory(t, 53)[0].length, 53);
+  const late = traj([path([[0, 0], [1, 1]]), path([[0, 0], [1, 1]], { start_frame: 48 })]);
+  assert.throws(() => resampleTrajectory(late, 49), /track 1, field 'start_frame': 48 must be < the last frame of the motion \(48\)/);
+  // A hold point has no motion, so its timing fields are not checked against the frame count.
+  assert.equal(resampleTrajectory(traj([{ ...path([[3, 4]], { start_frame: 60 }), kind: "hold" }]), 5)[0].length, 5);
+  assert.throws(() => resampleTrajectory(t, 50), /frames must be 4k\+1/);
 });
 
 test("cumulative lengths sum segment lengths", () => {
@@ -122,18 +136,19 @@ test("cumulative lengths sum segment lengths", () => {
 
 test("validation: version, strict keys, ranges, kinds", () => {
   const bad = [
-    [{ ...traj([path([[0, 0], [1, 1]])]), version: 2 }, /unsupported version 2; this editor reads version 1/],
+    [{ ...traj([path([[0, 0], [1, 1]])]), version: 2 }, /version: unsupported trajectory version 2; this editor reads version 1/],
     [{ ...traj([path([[0, 0], [1, 1]])]), extra: 1 }, /unknown key\(s\) extra/],
     [traj([{ ...path([[0, 0], [1, 1]]), speed: 2 }]), /track 0: unknown key\(s\) speed/],
-    [traj([path([[0, 0], [1, 1]]), path([[0, 0], [721, 3]])]), /track 1 point 1 x=721 is outside \[0, 720\]/],
-    [traj([path([[0, 0], [1, -1]])]), /track 0 point 1 y=-1 is outside/],
+    [traj([path([[0, 0], [1, 1]]), path([[0, 0], [721, 3]])]), /track 1, point 1, field 'x': 721 is outside the canvas \[0, 720\]/],
+    [traj([path([[0, 0], [1, -1]])]), /track 0, point 1, field 'y': -1 is outside/],
     [traj([path([[0, 0], [Number.NaN, 1]])]), /finite number/],
-    [traj([path([[0, 0]])]), /"path" track needs at least 2 points, got 1/],
-    [traj([{ ...path([[0, 0], [1, 1]]), kind: "hold" }]), /"hold" track needs exactly 1 point, got 2/],
+    [traj([path([[0, 0]])]), /track 0, field 'points': a "path" track needs at least 2 points, got 1/],
+    [traj([{ ...path([[0, 0], [1, 1]]), kind: "hold" }]), /field 'points': a "hold" track needs exactly 1 point, got 2/],
     [traj([]), /at least one track/],
-    [traj([path([[0, 0], [1, 1]], { end_frame: 0 })]), /end_frame: expected null or an integer > start_frame/],
-    [traj([path([[0, 0], [1, 1]], { easing: "bounce" })]), /easing: expected one of/],
-    [traj([path([[0, 0], [1, 1]], { color: "red" })]), /color: expected "#rrggbb"/],
+    [traj([path([[0, 0], [1, 1]], { end_frame: 0 })]), /field 'end_frame': expected null or an integer > start_frame/],
+    [traj([path([[0, 0], [1, 1]], { easing: "bounce" })]), /field 'easing': expected one of/],
+    [traj([path([[0, 0], [1, 1]], { easing: "constructor" })]), /field 'easing': expected one of/],
+    [traj([path([[0, 0], [1, 1]], { color: "red" })]), /field 'color': expected "#rrggbb"/],
     [{ ...traj([path([[0, 0], [1, 1]])]), width: 0 }, /width: expected a positive integer/],
   ];
   for (const [obj, re] of bad) assert.throws(() => normaliseTrajectory(obj), (e) => e instanceof TrajectoryFormatError && re.test(e.message));
@@ -188,21 +203,39 @@ test("hit testing finds points and the control segment under the cursor", () => 
   const pts = [[0, 0], [100, 0], [100, 100]];
   assert.equal(hitPoint(pts, [98, 3], 6), 1);
   assert.equal(hitPoint(pts, [50, 50], 6), -1);
-  assert.equal(hitCurve(pts, "linear", [50, 2], 5).segment, 0);
-  assert.equal(hitCurve(pts, "linear", [102, 60], 5).segment, 1);
-  assert.equal(hitCurve(pts, "linear", [50, 50], 5), null);
-  // The smooth corner bulges out: its midpoint (56.25, -6.25) is on the curve, not on the chord.
-  const h = hitCurve(pts, "smooth", [56.25, -6.25], 0.5);
-  assert.equal(h.segment, 0);
+  assert.equal(hitCurve(pts, "linear", 720, 480, [50, 2], 5).segment, 0);
+  assert.equal(hitCurve(pts, "linear", 720, 480, [102, 60], 5).segment, 1);
+  assert.equal(hitCurve(pts, "linear", 720, 480, [50, 50], 5), null);
+  // The smooth corner bulges out: its midpoint (256.25, 193.75) is on the curve, not on the chord.
+  const corner = [[200, 200], [300, 200], [300, 300]];
+  assert.equal(hitCurve(corner, "smooth", 720, 480, [256.25, 193.75], 0.5).segment, 0);
+  assert.equal(hitCurve(corner, "linear", 720, 480, [256.25, 193.75], 0.5), null);
 });
 
 const vectorsPath = join(repo, "tests", "fixtures", "resample_vectors.json");
-test("shared resample vectors (Python side) match within 1e-6 px", { skip: !existsSync(vectorsPath) && "tests/fixtures/resample_vectors.json not written yet" }, () => {
-  const data = JSON.parse(readFileSync(vectorsPath, "utf8"));
-  const cases = Array.isArray(data) ? data : data.cases;
-  assert.ok(cases.length > 0);
-  for (const c of cases) {
-    const got = resampleTrajectory(c.trajectory, c.num_frames);
-    assertClose(got, c.positions, 1e-6, c.name ?? "case");
+const vectors = existsSync(vectorsPath) ? JSON.parse(readFileSync(vectorsPath, "utf8")) : null;
+const noVectors = !vectors && "tests/fixtures/resample_vectors.json not written yet";
+
+test("shared resample vectors (Python side): positions and polylines within tolerance", { skip: noVectors }, () => {
+  assert.ok(vectors.tolerance_px <= 1e-6);
+  assert.ok(vectors.cases.length >= 10);
+  for (const c of vectors.cases) {
+    const { width, height, tracks } = c.trajectory;
+    assertClose(resampleTrajectory(c.trajectory, c.num_frames), c.positions, vectors.tolerance_px, c.name);
+    tracks.forEach((t, i) => {
+      const poly = t.kind === "hold" ? t.points : densePolyline(t.points, t.interpolation, width, height);
+      assertClose(poly, c.polylines[i], vectors.tolerance_px, `${c.name} polyline ${i}`);
+    });
+  }
+});
+
+test("shared error vectors (Python side) are refused with the same field named", { skip: noVectors }, () => {
+  assert.ok(vectors.error_cases.length > 0);
+  for (const c of vectors.error_cases) {
+    assert.throws(
+      () => resampleTrajectory(c.trajectory, c.num_frames),
+      (e) => e instanceof TrajectoryFormatError && e.message.includes(c.match),
+      `${c.name}: expected an error containing ${JSON.stringify(c.match)}`,
+    );
   }
 });

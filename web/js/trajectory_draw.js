@@ -47,7 +47,7 @@ function arrowHead(ctx, poly, color, px) {
   ctx.fill();
 }
 
-function drawTrack(ctx, track, selected, selectedPoint, px) {
+function drawTrack(ctx, track, { selected, selectedPoint, px, width, height }) {
   const color = track.color ?? "#ffffff";
   if (track.kind === "hold") {
     const [x, y] = track.points[0];
@@ -59,7 +59,7 @@ function drawTrack(ctx, track, selected, selectedPoint, px) {
     ctx.strokeRect(x - r, y - r, 2 * r, 2 * r);
     return;
   }
-  const poly = densePolyline(track.points, track.interpolation);
+  const poly = densePolyline(track.points, track.interpolation, width, height);
   ctx.save();
   ctx.strokeStyle = color;
   ctx.lineWidth = (selected ? 3 : 2) * px;
@@ -89,8 +89,9 @@ export function drawEditor(ctx, view) {
   } else {
     drawGrid(ctx, w, h, px);
   }
-  traj.tracks.forEach((t, i) => i !== selected && drawTrack(ctx, t, false, -1, px));
-  if (traj.tracks[selected]) drawTrack(ctx, traj.tracks[selected], true, selectedPoint, px);
+  const style = { px, width: w, height: h };
+  traj.tracks.forEach((t, i) => i !== selected && drawTrack(ctx, t, { ...style, selected: false, selectedPoint: -1 }));
+  if (traj.tracks[selected]) drawTrack(ctx, traj.tracks[selected], { ...style, selected: true, selectedPoint });
   const samples = positions?.[selected];
   if (samples && traj.tracks[selected].kind === "path") {
     for (const p of samples) dot(ctx, p, 1.6 * px, "rgba(255,255,255,0.8)", null, 0);

@@ -211,12 +211,10 @@ export class TrajectoryEditor {
     if (!t) return "select a track first";
     const next = { ...t, [field]: value };
     try {
-      normaliseTrajectory({ ...this.traj, tracks: [next] }, { draft: true });
-      if (next.end_frame !== null && next.end_frame >= this.frames) {
-        return `end frame must be < frames (${this.frames})`;
-      }
+      const [checked] = normaliseTrajectory({ ...this.traj, tracks: [next] }, { draft: true }).tracks;
+      trackPositions(checked, this.frames, this.traj.width, this.traj.height);
     } catch (err) {
-      return err.message.replace(/^track 0 /, "");
+      return err.message.replace(/^track 0, /, "");
     }
     if (t[field] !== value) this.edit(() => (t[field] = value));
     return "";
@@ -311,7 +309,7 @@ export class TrajectoryEditor {
     }
     for (const i of order) {
       const t = this.traj.tracks[i];
-      const h = t.kind === "path" ? hitCurve(t.points, t.interpolation, p, r) : null;
+      const h = t.kind === "path" ? hitCurve(t.points, t.interpolation, this.traj.width, this.traj.height, p, r) : null;
       if (h) return { track: i, segment: h.segment };
     }
     return null;
@@ -424,7 +422,7 @@ export class TrajectoryEditor {
         return null;
       }
       try {
-        return trackPositions(t, this.frames, i);
+        return trackPositions(t, this.frames, this.traj.width, this.traj.height, i);
       } catch (err) {
         problems.push(err.message);
         return null;

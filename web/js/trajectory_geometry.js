@@ -2,8 +2,9 @@
 //
 // Implements the contract shared with the Python side (tora_model/trajectory.py, tora_model/resample.py):
 // JSON v1 validation/normalisation, the dense polyline of a track (control points for "linear", centripetal
-// Catmull-Rom with 32 samples per segment for "smooth"), arc-length resampling to per-frame positions with
-// easing, hit testing, and the official Tora .txt format (integers "x,y" on a 256x256 canvas, one track).
+// Catmull-Rom with 32 samples per segment for "smooth", each sample clamped to the canvas), arc-length
+// resampling to per-frame positions with easing, hit testing, and the official Tora .txt format (integers
+// "x,y" on a 256x256 canvas, one track). Error messages name "track i, point j, field 'x'" like Python's.
 // Coordinates are canvas pixels (x right, y down, origin top-left) as float64; a position is [x, y].
 
 export const TRAJECTORY_VERSION = 1;
@@ -50,12 +51,14 @@ function checkPoint(p, width, height, where) {
     throw new TrajectoryFormatError(`${where}: expected [x, y], got ${JSON.stringify(p)}`);
   }
   const [x, y] = p;
-  for (const [name, v, max] of [["x", x, width], ["y", y, height]]) {
+  for (const [name, v, max, axis] of [["x", x, width, "width"], ["y", y, height, "height"]]) {
     if (typeof v !== "number" || !Number.isFinite(v)) {
-      throw new TrajectoryFormatError(`${where} ${name}: expected a finite number, got ${JSON.stringify(v)}`);
+      throw new TrajectoryFormatError(`${where}, field '${name}': expected a finite number, got ${JSON.stringify(v)}`);
     }
     if (v < 0 || v > max) {
-      throw new TrajectoryFormatError(`${where} ${name}=${v} is outside [0, ${max}]; move the point inside the canvas`);
+      throw new TrajectoryFormatError(
+        `${where}, field '${name}': ${v} is outside the canvas [0, ${max}] (canvas ${axis} ${max}); move the point inside the canvas`,
+      );
     }
   }
   return [x, y];
@@ -63,41 +66,37 @@ function checkPoint(p, width, height, where) {
 
 function normaliseTrack(t, i, width, height, draft) {
   const where = `track ${i}`;
+  const fail = (field, message) => new TrajectoryFormatError(`${where}, field '${field}': ${message}`);
+  const got = (v) => `got ${JSON.stringify(v)}`;
   if (!isPlainObject(t)) throw new TrajectoryFormatError(`${where}: expected an object`);
   checkKeys(t, TRACK_KEYS, OPTIONAL_TRACK_KEYS, where);
-  if (!KINDS.includes(t.kind)) throw new TrajectoryFormatError(`${where} kind: expected one of ${KINDS}, got ${JSON.stringify(t.kind)}`);
-  if (!Array.isArray(t.points)) throw new TrajectoryFormatError(`${where} points: expected a list of [x, y]`);
-  const points = t.points.map((p, j) => checkPoint(p, width, height, `${where} point ${j}`));
+  if (!KINDS.includes(t.kind)) throw fail("kind", `expected one of ${KINDS}, ${got(t.kind)}`);
+  if (!Array.isArray(t.points)) throw fail("points", "expected a list of [x, y]");
+  const points = t.points.map((p, j) => checkPoint(p, width, height, `${where}, point ${j}`));
   if (t.kind === "hold" && points.length !== 1) {
-    throw new TrajectoryFormatError(`${where}: a "hold" track needs exactly 1 point, got ${points.length}`);
+    throw fail("points", `a "hold" track needs exactly 1 point, got ${points.length}`);
   }
   if (t.kind === "path" && points.length < 2 && !draft) {
-    throw new TrajectoryFormatError(`${where}: a "path" track needs at least 2 points, got ${points.length} (use "hold" for a still point)`);
+    throw fail("points", `a "path" track needs at least 2 points, got ${points.length}; use "hold" for one`);
   }
   if (!INTERPOLATIONS.includes(t.interpolation)) {
-    throw new TrajectoryFormatError(`${where} interpolation: expected one of ${INTERPOLATIONS}, got ${JSON.stringify(t.interpolation)}`);
+    throw fail("interpolation", `expected one of ${INTERPOLATIONS}, ${got(t.interpolation)}`);
   }
-  if (!isInt(t.start_frame) || t.start_frame < 0) {
-    throw new TrajectoryFormatError(`${where} start_frame: expected an integer >= 0, got ${JSON.stringify(t.start_frame)}`);
-  }
+  if (!isInt(t.start_frame) || t.start_frame < 0) throw fail("start_frame", `expected an integer >= 0, ${got(t.start_frame)}`);
   if (t.end_frame !== null && (!isInt(t.end_frame) || t.end_frame <= t.start_frame)) {
-    throw new TrajectoryFormatError(`${where} end_frame: expected null or an integer > start_frame (${t.start_frame}), got ${JSON.stringify(t.end_frame)}`);
+    throw fail("end_frame", `expected null or an integer > start_frame (${t.start_frame}), ${got(t.end_frame)}`);
   }
-  if (!(t.easing in EASINGS)) {
-    throw new TrajectoryFormatError(`${where} easing: expected one of ${Object.keys(EASINGS)}, got ${JSON.stringify(t.easing)}`);
-  }
+  if (!Object.hasOwn(EASINGS, t.easing)) throw fail("easing", `expected one of ${Object.keys(EASINGS)}, ${got(t.easing)}`);
   const out = {
     kind: t.kind, points, interpolation: t.interpolation,
     start_frame: t.start_frame, end_frame: t.end_frame, easing: t.easing,
   };
   if ("name" in t) {
-    if (typeof t.name !== "string") throw new TrajectoryFormatError(`${where} name: expected a string`);
+    if (typeof t.name !== "string") throw fail("name", `expected a string, ${got(t.name)}`);
     out.name = t.name;
   }
   if ("color" in t) {
-    if (typeof t.color !== "string" || !/^#[0-9a-fA-F]{6}$/.test(t.color)) {
-      throw new TrajectoryFormatError(`${where} color: expected "#rrggbb", got ${JSON.stringify(t.color)}`);
-    }
+    if (typeof t.color !== "string" || !/^#[0-9a-fA-F]{6}$/.test(t.color)) throw fail("color", `expected "#rrggbb", ${got(t.color)}`);
     out.color = t.color;
   }
   return out;
@@ -110,7 +109,7 @@ function normaliseTrack(t, i, width, height, draft) {
 export function normaliseTrajectory(obj, { draft = false } = {}) {
   if (!isPlainObject(obj)) throw new TrajectoryFormatError("expected a JSON object with version, width, height, tracks");
   if (obj.version !== TRAJECTORY_VERSION) {
-    throw new TrajectoryFormatError(`unsupported version ${JSON.stringify(obj.version)}; this editor reads version ${TRAJECTORY_VERSION}`);
+    throw new TrajectoryFormatError(`version: unsupported trajectory version ${JSON.stringify(obj.version)}; this editor reads version ${TRAJECTORY_VERSION}`);
   }
   checkKeys(obj, TOP_KEYS, [], "trajectory");
   for (const k of ["width", "height"]) {
@@ -167,24 +166,28 @@ function catmullRomSegment(A, B, C, D) {
   return samples;
 }
 
-/** Dense samples (s = 0..1 inclusive) of control segment i (points[i] -> points[i+1]). */
-export function segmentSamples(points, interpolation, i) {
+/**
+ * Dense samples (s = 0..1 inclusive) of control segment i (points[i] -> points[i+1]). Smooth samples are
+ * clamped to the width x height canvas: Catmull-Rom can overshoot its control points (contract change 1).
+ */
+export function segmentSamples(points, interpolation, i, width, height) {
   const B = points[i];
   const C = points[i + 1];
   if (interpolation === "linear") return [B, C].map((p) => [p[0], p[1]]);
   const n = points.length;
   const A = i > 0 ? points[i - 1] : [2 * B[0] - C[0], 2 * B[1] - C[1]];
   const D = i + 2 < n ? points[i + 2] : [2 * C[0] - B[0], 2 * C[1] - B[1]];
-  return catmullRomSegment(A, B, C, D);
+  const clamp = (v, max) => Math.min(Math.max(v, 0), max);
+  return catmullRomSegment(A, B, C, D).map(([x, y]) => [clamp(x, width), clamp(y, height)]);
 }
 
 /** The curve exactly as it is sampled: an array of [x, y] (joints between segments not repeated). */
-export function densePolyline(points, interpolation) {
+export function densePolyline(points, interpolation, width, height) {
   if (points.length < 2) return points.map((p) => [p[0], p[1]]);
   if (interpolation === "linear") return points.map((p) => [p[0], p[1]]);
   const out = [];
   for (let i = 0; i + 1 < points.length; i++) {
-    const seg = segmentSamples(points, interpolation, i);
+    const seg = segmentSamples(points, interpolation, i, width, height);
     out.push(...(i === 0 ? seg : seg.slice(1)));
   }
   return out;
@@ -230,19 +233,31 @@ function checkFrames(numFrames) {
   }
 }
 
-/** Per-frame positions [F][2] of one track; a draft path with < 2 points stays at its point. */
-export function trackPositions(track, numFrames, index = 0) {
-  checkFrames(numFrames);
+/** Last frame of a track's motion, refusing timings the frame count cannot hold (as Python does). */
+function motionEnd(track, numFrames, index) {
+  if (track.kind === "hold") return numFrames - 1;
   if (track.end_frame !== null && track.end_frame >= numFrames) {
     throw new TrajectoryFormatError(
-      `track ${index} end_frame ${track.end_frame} must be < frames (${numFrames}); lower end_frame or raise frames`,
+      `track ${index}, field 'end_frame': ${track.end_frame} must be < frames (${numFrames}); lower end_frame or generate more frames`,
     );
   }
+  const end = track.end_frame === null ? numFrames - 1 : track.end_frame;
+  if (track.start_frame >= end) {
+    throw new TrajectoryFormatError(
+      `track ${index}, field 'start_frame': ${track.start_frame} must be < the last frame of the motion (${end}) for frames ${numFrames}; lower start_frame or generate more frames`,
+    );
+  }
+  return end;
+}
+
+/** Per-frame positions [F][2] of one track on a width x height canvas; a draft path of 1 point stays put. */
+export function trackPositions(track, numFrames, width, height, index = 0) {
+  checkFrames(numFrames);
+  const end = motionEnd(track, numFrames, index);
   if (track.points.length === 0) return [];
-  const poly = track.kind === "hold" ? [track.points[0]] : densePolyline(track.points, track.interpolation);
+  const poly = track.kind === "hold" ? [track.points[0]] : densePolyline(track.points, track.interpolation, width, height);
   const cum = cumulativeLengths(poly);
   const L = cum[cum.length - 1];
-  const end = track.end_frame === null ? numFrames - 1 : track.end_frame;
   const ease = EASINGS[track.easing];
   const out = [];
   for (let f = 0; f < numFrames; f++) {
@@ -251,10 +266,16 @@ export function trackPositions(track, numFrames, index = 0) {
   return out;
 }
 
-/** [N_tracks][F][2] canvas-pixel positions, the JS twin of tora_model.resample (before rescaling). */
+/**
+ * [N_tracks][F][2] canvas-pixel positions: the JS twin of tora_model.resample.canvas_positions, so it also
+ * requires CogVideoX's F = 4k+1 frames (k >= 1).
+ */
 export function resampleTrajectory(traj, numFrames) {
   const t = normaliseTrajectory(traj);
-  return t.tracks.map((track, i) => trackPositions(track, numFrames, i));
+  if (!isInt(numFrames) || numFrames < 5 || (numFrames - 1) % 4 !== 0) {
+    throw new TrajectoryFormatError(`frames must be 4k+1 with k >= 1 (5, 9, ..., 49, ...), got ${JSON.stringify(numFrames)}`);
+  }
+  return t.tracks.map((track, i) => trackPositions(track, numFrames, t.width, t.height, i));
 }
 
 // ---------------------------------------------------------------- hit testing
@@ -282,11 +303,11 @@ export function hitPoint(points, p, radius) {
   return best;
 }
 
-/** Nearest control segment of a path's curve within `radius`: {segment, distance, point} or null. */
-export function hitCurve(points, interpolation, p, radius) {
+/** Nearest control segment of a path's (clamped) curve within `radius`: {segment, distance, point} or null. */
+export function hitCurve(points, interpolation, width, height, p, radius) {
   let best = null;
   for (let i = 0; i + 1 < points.length; i++) {
-    const samples = segmentSamples(points, interpolation, i);
+    const samples = segmentSamples(points, interpolation, i, width, height);
     for (let j = 0; j + 1 < samples.length; j++) {
       const h = distanceToSegment(p, samples[j], samples[j + 1]);
       if (h.distance <= radius && (best === null || h.distance < best.distance)) best = { segment: i, ...h };
@@ -331,6 +352,6 @@ export function exportOfficialTxt(track, numFrames, width, height) {
     edgeClamped++;
     return OFFICIAL_CANVAS - 1;
   };
-  const lines = trackPositions(track, numFrames).map(([x, y]) => `${scale(x, width)},${scale(y, height)}`);
+  const lines = trackPositions(track, numFrames, width, height).map(([x, y]) => `${scale(x, width)},${scale(y, height)}`);
   return { text: `${lines.join("\n")}\n`, edgeClamped };
 }
