@@ -1,0 +1,180 @@
+"""TrajectoryToMotionLatent: trajectory (or a colour-coded flow video) → TORA_MOTION for the sampler.
+
+The flow video is rendered at the generation size, VAE-encoded and run through the trajectory extractor once;
+the TORA_MOTION value (`MotionGuidance`, frozen) carries the 42 features plus strength and the step window.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from ..tora_model.errors import ConfigError
+from ..tora_model.motion_guidance import motion_from_flow, motion_from_trajectory
+from ..tora_model.pipeline import check_generation_size
+from . import comfy_glue, runtime
+from .trajectory_nodes import FRAMES, RESAMPLE_MODES, SIZE
+
+log = logging.getLogger(__name__)
+
+ENCODE_SEED = (
+    0  # the flow video's VAE posterior sample is drawn from a fixed seed: same trajectory, same motion
+)
+
+
+def _flow_images_to_uint8(images: torch.Tensor) -> np.ndarray:
+    """IMAGE [F, H, W, 3] in [0, 1] holding a colour-coded flow video → uint8 [F, H, W, 3]."""
+    return (images.detach().float().clamp(0, 1).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
+
+
+class TrajectoryToMotionLatent:
+    """Encode a trajectory into Tora motion guidance."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": (
+                    "TORA_MODEL",
+                    {"tooltip": "Tora model (its trajectory extractor encodes the motion)."},
+                ),
+                "vae": ("TORA_VAE", {"tooltip": "CogVideoX VAE that encodes the flow video."}),
+                "width": (
+                    "INT",
+                    {"default": 720, **SIZE, "tooltip": "Generation width; must match the sampler."},
+                ),
+                "height": (
+                    "INT",
+                    {"default": 480, **SIZE, "tooltip": "Generation height; must match the sampler."},
+                ),
+                "frames": (
+                    "INT",
+                    {**FRAMES, "tooltip": "Generation length in frames (4k+1); must match the sampler."},
+                ),
+                "strength": (
+                    "FLOAT",
+                    {
+                        "default": 1.0,
+                        "min": 0.0,
+                        "max": 10.0,
+                        "step": 0.01,
+                        "tooltip": "Multiplier on the motion.",
+                    },
+                ),
+                "start_percent": (
+                    "FLOAT",
+                    {
+                        "default": 0.0,
+                        "min": 0.0,
+                        "max": 1.0,
+                        "step": 0.01,
+                        "tooltip": "Fraction of the denoising steps after which motion guidance starts.",
+                    },
+                ),
+                "end_percent": (
+                    "FLOAT",
+                    {
+                        "default": 1.0,
+                        "min": 0.0,
+                        "max": 1.0,
+                        "step": 0.01,
+                        "tooltip": "Fraction of the steps where it ends (for I2V try 0.2-0.5 if motion is too rigid).",
+                    },
+                ),
+                "resample": (
+                    list(RESAMPLE_MODES),
+                    {
+                        "default": "auto",
+                        "tooltip": "auto: official processing for official .txt trajectories, smooth arc-length "
+                        "timing for everything else.",
+                    },
+                ),
+                "tiling": (
+                    "BOOLEAN",
+                    {"default": True, "tooltip": "Encode the flow video in tiles (less memory)."},
+                ),
+            },
+            "optional": {
+                "trajectory": (
+                    "TORA_TRAJECTORY",
+                    {"tooltip": "Trajectory from Trajectory Canvas / Load Trajectory."},
+                ),
+                "flow_images": (
+                    "IMAGE",
+                    {
+                        "tooltip": "Instead of a trajectory: a colour-coded flow video [F, H, W, 3] (dense motion)."
+                    },
+                ),
+            },
+        }
+
+    RETURN_TYPES = ("TORA_MOTION", "IMAGE")
+    RETURN_NAMES = ("motion", "flow_preview")
+    OUTPUT_TOOLTIPS = ("Motion guidance for Tora Sampler.", "The colour-coded flow video in [0, 1].")
+    FUNCTION = "encode"
+    CATEGORY = "Tora/trajectory"
+
+    def encode(
+        self,
+        model,
+        vae,
+        width,
+        height,
+        frames,
+        strength,
+        start_percent,
+        end_percent,
+        resample,
+        tiling,
+        trajectory=None,
+        flow_images=None,
+    ):
+        check_generation_size(width, height, frames)
+        if (trajectory is None) == (flow_images is None):
+            raise ConfigError("connect exactly one of `trajectory` or `flow_images`")
+        if trajectory is not None and (trajectory.width, trajectory.height) != (width, height):
+            log.info(
+                "trajectory canvas %dx%d differs from the generation size %dx%d: positions are rescaled",
+                trajectory.width,
+                trajectory.height,
+                width,
+                height,
+            )
+        generator = torch.Generator("cpu").manual_seed(ENCODE_SEED)
+        settings = dict(strength=strength, start=start_percent, end=end_percent, tiling=tiling)
+        with runtime.model_on_device(model), runtime.vae_on_device(vae):
+            if trajectory is not None:
+                motion, flow_rgb = motion_from_trajectory(
+                    model.transformer,
+                    vae.vae,
+                    trajectory,
+                    num_frames=frames,
+                    width=width,
+                    height=height,
+                    mode=None if resample == "auto" else resample,
+                    generator=generator,
+                    **settings,
+                )
+            else:
+                flow_rgb = self._flow_video(flow_images, width, height, frames)
+                motion = motion_from_flow(
+                    model.transformer, vae.vae, flow_rgb, generator=generator, **settings
+                )
+        preview = torch.from_numpy(np.asarray(flow_rgb)).float() / 255.0  # [F, H, W, 3] in [0, 1]
+        return (motion, preview.to(comfy_glue.output_device()))
+
+    @staticmethod
+    def _flow_video(images: torch.Tensor, width: int, height: int, frames: int) -> np.ndarray:
+        found = (images.shape[0], images.shape[2], images.shape[1])
+        if found != (frames, width, height):
+            raise ConfigError(
+                f"flow_images has {found[0]} frames of {found[1]}x{found[2]}; expected {frames} frames of "
+                f"{width}x{height} (resize/trim the flow video or change width/height/frames)"
+            )
+        return _flow_images_to_uint8(images)
+
+
+NODE_CLASS_MAPPINGS = {"TrajectoryToMotionLatent": TrajectoryToMotionLatent}
+NODE_DISPLAY_NAME_MAPPINGS = {"TrajectoryToMotionLatent": "Trajectory To Motion Latent (Tora)"}

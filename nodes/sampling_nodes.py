@@ -1,0 +1,257 @@
+"""ToraSampler (text/trajectory/start image → LATENT) and MotionVAEDecode (LATENT → IMAGE frames).
+
+LATENT is ComfyUI's dict {"samples": [B, 16, T, h, w]} holding scaled latents (×0.7 domain), B = 1.
+Defaults follow the official inference: 50 steps, CFG 6 with dynamic CFG, stochastic DPM++(2M), all-zero negative.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import torch
+from einops import rearrange
+
+from ..tora_model.errors import ConfigError, GenerationInterrupted
+from ..tora_model.pipeline import check_generation_size, decode_latents, encode_image_latents, sample_latents
+from . import comfy_glue, runtime
+from .trajectory_nodes import FRAMES, SIZE
+
+log = logging.getLogger(__name__)
+
+SAMPLERS = ("dpmpp_2m_sde", "ddim")
+MAX_SEED = 0xFFFFFFFFFFFFFFFF
+
+
+def text_embedding(conditioning, name: str, length: int, dim: int) -> torch.Tensor:
+    """[1, length, dim] embedding out of a CONDITIONING list; clear error for anything else."""
+    if not conditioning:
+        raise ConfigError(
+            f"{name}: the CONDITIONING is empty; connect Tora Text Encode (or ConditioningZeroOut)"
+        )
+    if len(conditioning) > 1:
+        log.warning("%s: %d conditionings combined; Tora uses only the first", name, len(conditioning))
+    embeds = conditioning[0][0]
+    if tuple(embeds.shape) != (1, length, dim):
+        raise ConfigError(
+            f"{name}: expected a T5 embedding of shape [1, {length}, {dim}] (Tora Text Encode), got "
+            f"{list(embeds.shape)}; CLIPTextEncode and other encoders give other lengths — use Tora Text Encode"
+        )
+    return embeds
+
+
+def check_motion(motion, width: int, height: int, frames: int) -> None:
+    found = (motion.width, motion.height, motion.num_frames)
+    if found != (width, height, frames):
+        raise ConfigError(
+            f"the motion was encoded for {found[0]}x{found[1]}, {found[2]} frames but the sampler generates "
+            f"{width}x{height}, {frames} frames; set Trajectory To Motion Latent's width/height/frames to the same "
+            "values (or connect both to the same primitives)"
+        )
+
+
+def motion_on(motion, device: torch.device):
+    """The same guidance with its features on `device` (a new value; the received one is untouched)."""
+    if motion is None or motion.features[0].device == device:
+        return motion
+    return dataclasses.replace(motion, features=tuple(f.to(device) for f in motion.features))
+
+
+class ToraSampler:
+    """Generate Tora video latents (T2V, or I2V from a start image) with optional trajectory guidance."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("TORA_MODEL", {"tooltip": "From Load Tora Model (T2V or I2V weights)."}),
+                "positive": ("CONDITIONING", {"tooltip": "Prompt embedding from Tora Text Encode."}),
+                "negative": (
+                    "CONDITIONING",
+                    {
+                        "tooltip": "Negative embedding. The official Tora uses all zeros: pass the positive "
+                        "through ConditioningZeroOut.",
+                    },
+                ),
+                "width": (
+                    "INT",
+                    {"default": 720, **SIZE, "tooltip": "Video width (multiple of 16; trained at 720)."},
+                ),
+                "height": (
+                    "INT",
+                    {"default": 480, **SIZE, "tooltip": "Video height (multiple of 16; trained at 480)."},
+                ),
+                "frames": ("INT", {**FRAMES, "tooltip": "Video length in frames, 4k+1 (49 = 6 s at 8 fps)."}),
+                "steps": ("INT", {"default": 50, "min": 1, "max": 1000, "tooltip": "Denoising steps."}),
+                "cfg": (
+                    "FLOAT",
+                    {
+                        "default": 6.0,
+                        "min": 1.0,
+                        "max": 30.0,
+                        "step": 0.1,
+                        "tooltip": "Classifier-free guidance.",
+                    },
+                ),
+                "dynamic_cfg": (
+                    "BOOLEAN",
+                    {"default": True, "tooltip": "Official cosine schedule of the CFG scale over the steps."},
+                ),
+                "sampler": (
+                    list(SAMPLERS),
+                    {
+                        "default": "dpmpp_2m_sde",
+                        "tooltip": "dpmpp_2m_sde: the official stochastic DPM-Solver++(2M). ddim: deterministic "
+                        "(turn dynamic_cfg off with it).",
+                    },
+                ),
+                "seed": (
+                    "INT",
+                    {
+                        "default": 42,
+                        "min": 0,
+                        "max": MAX_SEED,
+                        "control_after_generate": True,
+                        "tooltip": "Seed of the initial noise and the sampler's noise.",
+                    },
+                ),
+            },
+            "optional": {
+                "motion": (
+                    "TORA_MOTION",
+                    {"tooltip": "Trajectory guidance from Trajectory To Motion Latent."},
+                ),
+                "start_image": (
+                    "IMAGE",
+                    {"tooltip": "First frame for I2V weights (first image of the batch)."},
+                ),
+                "vae": (
+                    "TORA_VAE",
+                    {"tooltip": "VAE that encodes the start image (needed with start_image)."},
+                ),
+            },
+            "hidden": {"unique_id": "UNIQUE_ID"},
+        }
+
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("samples",)
+    OUTPUT_TOOLTIPS = ("Video latents {'samples': [1, 16, T, H/8, W/8]} for Motion VAE Decode.",)
+    FUNCTION = "sample"
+    CATEGORY = "Tora/sampling"
+
+    def sample(
+        self,
+        model,
+        positive,
+        negative,
+        width,
+        height,
+        frames,
+        steps,
+        cfg,
+        dynamic_cfg,
+        sampler,
+        seed,
+        motion=None,
+        start_image=None,
+        vae=None,
+        unique_id=None,
+    ):
+        check_generation_size(width, height, frames)
+        config = model.config
+        text = text_embedding(positive, "positive", config.max_text_len, config.text_dim)
+        uncond = text_embedding(negative, "negative", config.max_text_len, config.text_dim)
+        if motion is not None:
+            check_motion(motion, width, height, frames)
+        image_latents = self._image_latents(model, start_image, vae, width, height, frames, seed)
+        progress = comfy_glue.Progress(steps, unique_id)
+        with runtime.model_on_device(model) as device:
+            try:
+                latents = sample_latents(
+                    model.transformer,
+                    text_embeds=text.to(device),
+                    uncond_embeds=uncond.to(device),
+                    width=width,
+                    height=height,
+                    num_frames=frames,
+                    steps=steps,
+                    cfg=cfg,
+                    dynamic_cfg=dynamic_cfg,
+                    sampler=sampler,
+                    seed=seed,
+                    motion=motion_on(motion, device),
+                    image_latents=None if image_latents is None else image_latents.to(device),
+                    progress=lambda step, total, x0: progress.update(step + 1, x0),
+                    should_stop=comfy_glue.interrupted,
+                )
+            except GenerationInterrupted:
+                comfy_glue.raise_interrupt()  # ComfyUI's own "interrupted" exception when running inside it
+                raise
+        samples = rearrange(latents, "b t c h w -> b c t h w")  # [1, 16, T, h, w]
+        return ({"samples": samples.to(comfy_glue.output_device())},)
+
+    @staticmethod
+    def _image_latents(model, start_image, vae, width, height, frames, seed):
+        if not model.is_i2v:
+            if start_image is not None:
+                raise ConfigError(
+                    "start_image is connected but the model is a T2V checkpoint; load the I2V weights "
+                    "(tora/i2v/mp_rank_00_model_states.pt) or disconnect start_image"
+                )
+            return None
+        if start_image is None or vae is None:
+            raise ConfigError(
+                "this is an I2V checkpoint: connect a start_image and the vae (or load the T2V weights)"
+            )
+        generator = torch.Generator("cpu").manual_seed(seed)
+        with runtime.vae_on_device(vae):
+            return encode_image_latents(
+                vae.vae, start_image[0], width=width, height=height, num_frames=frames, generator=generator
+            )
+
+
+class MotionVAEDecode:
+    """Decode Tora video latents to frames."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "vae": ("TORA_VAE", {"tooltip": "The CogVideoX VAE from Load Tora Model."}),
+                "samples": ("LATENT", {"tooltip": "Latents from Tora Sampler."}),
+                "tiling": (
+                    "BOOLEAN",
+                    {
+                        "default": True,
+                        "tooltip": "Decode in spatial tiles sized automatically (much less memory).",
+                    },
+                ),
+            },
+        }
+
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("frames",)
+    OUTPUT_TOOLTIPS = ("Video frames [F, H, W, 3] in [0, 1], ready for any video-save node.",)
+    FUNCTION = "decode"
+    CATEGORY = "Tora/sampling"
+
+    def decode(self, vae, samples, tiling):
+        latents = samples["samples"]
+        if latents.ndim != 5 or latents.shape[1] != 16:
+            raise ConfigError(
+                f"expected Tora latents [B, 16, T, h, w] from Tora Sampler, got {list(latents.shape)}"
+            )
+        with runtime.vae_on_device(vae) as device:
+            frames = [
+                decode_latents(
+                    vae.vae,
+                    rearrange(one, "c t h w -> 1 t c h w").to(device),
+                    tiling="auto" if tiling else False,
+                )
+                for one in latents
+            ]
+        return (torch.cat(frames).to(comfy_glue.output_device()),)
+
+
+NODE_CLASS_MAPPINGS = {"ToraSampler": ToraSampler, "MotionVAEDecode": MotionVAEDecode}
+NODE_DISPLAY_NAME_MAPPINGS = {"ToraSampler": "Tora Sampler", "MotionVAEDecode": "Motion VAE Decode (Tora)"}

@@ -1,0 +1,49 @@
+"""T5 text encoders that do not come from ComfyUI's CLIPLoader.
+
+`load_text_encoder(path)` reads the T5 from the official SAT file (under `conditioner.embedders.0.transformer.`), a
+T5 `.safetensors` file or a transformers T5 folder with its tokenizer. Inside ComfyUI a T5-XXL weights file becomes
+a real ComfyUI CLIP (ComfyUI brings the tokenizer, and core text nodes work with it too); a folder, any other T5,
+and everything outside ComfyUI become a `TextEncoder` running the pack's own T5 (`tora_model.text`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..tora_model.checkpoints import read_state_dict
+from ..tora_model.text import T5TextEncoder, t5_weights
+from . import comfy_glue
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TextEncoder:
+    """The pack's own T5 encoder as a CLIP socket value."""
+
+    encoder: T5TextEncoder
+    patcher: object | None
+
+    def encode(self, prompt: str) -> torch.Tensor:
+        """[1, max_length, d_model] float32 last hidden state: padded to max length, no attention mask."""
+        device = comfy_glue.load_on_device(self.encoder, self.patcher)
+        try:
+            return self.encoder.encode([prompt], device=device).float()
+        finally:
+            comfy_glue.release(self.encoder, self.patcher)
+
+
+def load_text_encoder(path: Path, max_length: int):
+    """A ComfyUI CLIP (inside ComfyUI, T5-XXL weights file) or a `TextEncoder` producing `max_length` tokens."""
+    if path.is_file() and comfy_glue.HAS_COMFY:
+        clip = comfy_glue.comfy_clip_from_t5_state_dict(t5_weights(read_state_dict(path)))
+        if clip is not None:
+            if max_length != 226:
+                log.warning("a ComfyUI CLIP always gives Tora's 226 tokens; tokens=%d is ignored", max_length)
+            return clip
+    encoder = T5TextEncoder.load(path, device=comfy_glue.offload_device(), max_length=max_length)
+    return TextEncoder(encoder, comfy_glue.wrap_model(encoder))

@@ -1,0 +1,59 @@
+"""Typed values passed between the pack's nodes (ComfyUI socket types TORA_MODEL, TORA_VAE).
+
+Frozen dataclasses: a node never changes what it receives. Per-run choices (strength, window, tiling) travel in
+the objects a node returns, never as attributes set on a shared model. TORA_TRAJECTORY is
+`tora_model.trajectory.Trajectory` and TORA_MOTION is `tora_model.motion_guidance.MotionGuidance`, both frozen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+PRECISIONS = {
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+    "fp32": torch.float32,
+    "fp8_e4m3fn": torch.float8_e4m3fn,
+}
+ATTENTIONS = ("sdpa", "comfy")
+OFFLOAD_POLICIES = ("comfy", "block_swap")
+
+
+@dataclass(frozen=True)
+class ToraModel:
+    """A loaded Tora transformer (DiT + trajectory extractor + fusers) and how to run it.
+
+    transformer: the `ToraTransformer`; its parameters live on `offload` between runs.
+    patcher: ComfyUI ModelPatcher that lets ComfyUI load/evict it (None outside ComfyUI and with block swap).
+    compute_dtype: dtype activations run in (bf16 for fp8 storage); storage: the precision name chosen.
+    swapped_blocks: transformer blocks that stay on the offload device and visit the GPU one at a time.
+    """
+
+    transformer: nn.Module
+    patcher: object | None
+    compute_dtype: torch.dtype
+    storage: str
+    attention: str
+    swapped_blocks: int
+    source: str
+
+    @property
+    def config(self):
+        return self.transformer.config
+
+    @property
+    def is_i2v(self) -> bool:
+        return self.transformer.config.is_i2v
+
+
+@dataclass(frozen=True)
+class ToraVAE:
+    """The CogVideoX VAE (latent scale 0.7) and its ComfyUI ModelPatcher (None outside ComfyUI)."""
+
+    vae: nn.Module
+    patcher: object | None
+    dtype: torch.dtype
+    source: str

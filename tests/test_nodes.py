@@ -1,0 +1,121 @@
+"""Node contract tests: ids, INPUT_TYPES shape, tooltips, return types, categories, function signatures.
+
+The pack is imported the way ComfyUI imports it — as a package under an arbitrary folder name — so the relative
+imports inside it are exercised too. ComfyUI itself is absent here: nodes/comfy_glue.py falls back to plain torch.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+PACK_ROOT = Path(__file__).resolve().parents[1]
+PACK_NAME = "tora_pack_under_test"  # any folder name must work
+FIXED_IDS = {
+    "LoadToraModel",
+    "TrajectoryCanvas",
+    "TrajectoryToMotionLatent",
+    "ToraSampler",
+    "MotionVAEDecode",
+}
+COMFY_IMPORT = re.compile(r"^\s*(import|from)\s+(comfy\b|comfy_api|folder_paths|latent_preview|server\b)", re.M)
+
+
+def load_pack():
+    """Import the repository root as a package named PACK_NAME (what ComfyUI does with custom_nodes/<dir>)."""
+    if PACK_NAME in sys.modules:
+        return sys.modules[PACK_NAME]
+    spec = importlib.util.spec_from_file_location(
+        PACK_NAME, PACK_ROOT / "__init__.py", submodule_search_locations=[str(PACK_ROOT)]
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[PACK_NAME] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def all_inputs(cls) -> dict[str, tuple]:
+    types = cls.INPUT_TYPES()
+    return {
+        name: spec for section in ("required", "optional") for name, spec in types.get(section, {}).items()
+    }
+
+
+@pytest.fixture(scope="module")
+def pack():
+    return load_pack()
+
+
+def test_mappings_and_web_directory(pack):
+    assert FIXED_IDS <= set(pack.NODE_CLASS_MAPPINGS)
+    assert set(pack.NODE_DISPLAY_NAME_MAPPINGS) == set(pack.NODE_CLASS_MAPPINGS)
+    assert pack.WEB_DIRECTORY == "./web/js"
+    assert (PACK_ROOT / "web" / "js").is_dir()
+
+
+def test_pack_imports_only_relatively():
+    """Every pack-internal import is relative, so the pack works under any custom_nodes folder name."""
+    for path in (PACK_ROOT / "nodes").glob("*.py"):
+        source = path.read_text()
+        assert "from tora_model" not in source and "import tora_model" not in source, path.name
+        assert "from nodes" not in source, path.name
+
+
+def test_only_glue_imports_comfy():
+    for path in [*(PACK_ROOT / "nodes").glob("*.py"), *(PACK_ROOT / "tora_model").glob("*.py")]:
+        if path.name == "comfy_glue.py":
+            continue
+        assert not COMFY_IMPORT.search(path.read_text()), path.name
+
+
+@pytest.mark.parametrize("node_id", sorted(load_pack().NODE_CLASS_MAPPINGS))
+def test_node_contract(pack, node_id):
+    cls = pack.NODE_CLASS_MAPPINGS[node_id]
+    types = cls.INPUT_TYPES()
+    assert set(types) <= {"required", "optional", "hidden"}, types.keys()
+    assert cls.CATEGORY.startswith("Tora/")
+    inputs = all_inputs(cls)
+    for name, spec in inputs.items():
+        assert isinstance(spec, tuple) and len(spec) == 2, (name, spec)
+        kind, options = spec
+        assert isinstance(kind, (str, list)), (name, kind)
+        assert options.get("tooltip"), f"{node_id}.{name} has no tooltip"
+        if kind in ("INT", "FLOAT"):
+            assert options["min"] <= options["default"] <= options["max"], name
+        if isinstance(kind, list) and "default" in options:
+            assert options["default"] in kind, name
+    assert isinstance(cls.RETURN_TYPES, tuple) and all(isinstance(t, str) for t in cls.RETURN_TYPES)
+    assert len(cls.RETURN_NAMES) == len(cls.RETURN_TYPES)
+    assert len(cls.OUTPUT_TOOLTIPS) == len(cls.RETURN_TYPES)
+    function = getattr(cls, cls.FUNCTION)
+    params = inspect.signature(function).parameters
+    hidden = set(types.get("hidden", {}))
+    for name in types["required"]:
+        assert name in params and params[name].default is inspect.Parameter.empty, (node_id, name)
+    for name in [*types.get("optional", {}), *hidden]:
+        assert name in params and params[name].default is not inspect.Parameter.empty, (node_id, name)
+    accepted = set(inputs) | hidden | {"self"}
+    assert set(params) <= accepted, (node_id, set(params) - accepted)
+
+
+def test_types_between_nodes_are_frozen(pack):
+    import dataclasses
+
+    from_types = pack.nodes.types
+    for cls in (from_types.ToraModel, from_types.ToraVAE, pack.tora_model.trajectory.Trajectory):
+        assert dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen, cls
+    assert pack.tora_model.motion_guidance.MotionGuidance.__dataclass_params__.frozen
+
+
+def test_sampler_defaults_follow_official_inference(pack):
+    inputs = all_inputs(pack.NODE_CLASS_MAPPINGS["ToraSampler"])
+    defaults = {name: spec[1].get("default") for name, spec in inputs.items()}
+    assert (defaults["width"], defaults["height"], defaults["frames"]) == (720, 480, 49)
+    assert (defaults["steps"], defaults["cfg"], defaults["dynamic_cfg"]) == (50, 6.0, True)
+    assert defaults["sampler"] == "dpmpp_2m_sde"
+    assert inputs["seed"][1]["control_after_generate"] is True
