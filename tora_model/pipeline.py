@@ -1,0 +1,318 @@
+"""Generation pipeline: text embeddings (+ start image, + motion guidance) → denoised latents → frames.
+
+Source: `tora_spec.md` §6.1 (the official SAT inference): the I2V start image is resized to the generation size (bicubic),
+scaled to [-1, 1], VAE-encoded (posterior sample × 0.7), zero-padded to T latent frames and concatenated after the noisy
+latents on channels, with no noise augmentation; the unconditional context is all zeros; the initial noise is a float32
+[1, T, 16, h, w] draw made after the motion latents were encoded; latents stay float32 between steps while the network runs
+in the model dtype; CFG runs cond and uncond in one batched forward in [uncond, cond] order. Decoding divides by 0.7.
+
+Layouts: latents [1, T, 16, h, w] (T = (F - 1) // 4 + 1, h = H / 8, w = W / 8), "scaled" = in the ×0.7 domain the
+transformer sees; text embeddings [1, L, text_dim]; frames [F, H, W, 3] float32 in [0, 1].
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+from .errors import ConfigError
+from .sampling import ModelFn, ProgressFn, StepInfo, sample
+from .vae import SCALE, Tiling
+
+if TYPE_CHECKING:
+    from .motion_guidance import MotionGuidance
+
+log = logging.getLogger(__name__)
+
+LATENT_CHANNELS = 16
+SPATIAL_MULTIPLE = 16  # VAE ×8 then 2×2 patches
+TRAINED_SIZE = (720, 480)  # width, height of the released weights (spec §1.5)
+
+
+def latent_frames(num_frames: int) -> int:
+    """Latent frames T of a 4k+1 pixel-frame video (causal VAE: frame 0 alone, then groups of 4)."""
+    return (num_frames - 1) // 4 + 1
+
+
+def check_generation_size(width: int, height: int, num_frames: int, *, warn: bool = True) -> None:
+    """Raise ConfigError unless width/height are multiples of 16 and num_frames = 4k + 1; warn off the trained size."""
+    problems = []
+    for name, value in (("width", width), ("height", height)):
+        if value < SPATIAL_MULTIPLE or value % SPATIAL_MULTIPLE:
+            lower = max(SPATIAL_MULTIPLE, value // SPATIAL_MULTIPLE * SPATIAL_MULTIPLE)
+            problems.append(
+                f"{name} must be a positive multiple of {SPATIAL_MULTIPLE}, got {value} "
+                f"(nearest valid: {lower} or {lower + SPATIAL_MULTIPLE})"
+            )
+    if num_frames < 1 or (num_frames - 1) % 4:
+        lower = max(1, (num_frames - 1) // 4 * 4 + 1)
+        problems.append(
+            f"num_frames must be 4k+1 (…, 41, 45, 49), got {num_frames} (nearest valid: {lower} or {lower + 4})"
+        )
+    if problems:
+        raise ConfigError("; ".join(problems))
+    if warn and (width, height) != TRAINED_SIZE:
+        log.warning(
+            "generation size %dx%d: the released Tora weights were trained only at 720x480; other sizes may degrade",
+            width,
+            height,
+        )
+
+
+def _image_tensor(image: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Validate a start image [H, W, 3] float in [0, 1] and return it as float32 [1, 3, H, W]."""
+    tensor = torch.from_numpy(np.asarray(image)) if isinstance(image, np.ndarray) else image
+    if tensor.ndim != 3 or tensor.shape[-1] != 3 or not tensor.is_floating_point():
+        raise ConfigError(
+            f"start image must be a float array [H, W, 3] with values in [0, 1], got {tuple(tensor.shape)} "
+            f"{tensor.dtype}; for a ComfyUI IMAGE batch pass image[0], for uint8 pixels divide by 255"
+        )
+    low, high = tensor.min().item(), tensor.max().item()
+    if low < 0.0 or high > 1.0:
+        raise ConfigError(f"start image values must lie in [0, 1], got [{low:.4g}, {high:.4g}]")
+    return rearrange(tensor.float(), "h w c -> 1 c h w")
+
+
+def encode_image_latents(
+    vae,
+    image: np.ndarray | torch.Tensor,
+    *,
+    width: int,
+    height: int,
+    num_frames: int,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """Start image [H, W, 3] in [0, 1] → I2V image latents [1, T, 16, h, w] float32 (frame 0 encoded, rest zero)."""
+    check_generation_size(width, height, num_frames, warn=False)
+    param = next(vae.parameters())
+    pixels = _image_tensor(image).to(param.device)  # [1, 3, H0, W0]
+    # Bicubic with antialiasing approximates PIL's resize; bicubic overshoot is clamped back into the pixel range.
+    pixels = F.interpolate(pixels, size=(height, width), mode="bicubic", antialias=True, align_corners=False)
+    pixels = pixels.clamp(0.0, 1.0) * 2.0 - 1.0  # [1, 3, H, W] in [-1, 1]
+    pixels = rearrange(pixels, "b c h w -> b c 1 h w").to(param.dtype)  # [1, 3, 1, H, W]
+    with torch.no_grad():
+        latents = vae.encode(pixels).sample(generator) * SCALE  # [1, 16, 1, h, w]
+    latents = rearrange(latents.float(), "b c t h w -> b t c h w")  # [1, 1, 16, h, w]
+    padding = latents.new_zeros(1, latent_frames(num_frames) - 1, *latents.shape[2:])
+    return torch.cat([latents, padding], dim=1)  # [1, T, 16, h, w]
+
+
+def vae_tiling(vae, tiling: bool | str, latent_hw: tuple[int, int]) -> Tiling | None:
+    """Resolve `tiling`: True/False, or "auto" = tile only on a CUDA device when the frame exceeds one tile.
+
+    Untiled is exact (the official numerics); tiling bounds GPU memory at full resolution (spec §9.8).
+    """
+    if tiling == "auto":
+        tile = Tiling()
+        device = next(vae.parameters()).device
+        return (
+            tile
+            if device.type == "cuda" and (latent_hw[0] > tile.height or latent_hw[1] > tile.width)
+            else None
+        )
+    if isinstance(tiling, bool):
+        return Tiling() if tiling else None
+    raise ConfigError(f'tiling must be True, False or "auto", got {tiling!r}')
+
+
+def decode_latents(vae, latents: torch.Tensor, *, tiling: bool | str = "auto") -> torch.Tensor:
+    """Scaled latents [1, T, 16, h, w] → frames [F, H, W, 3] float32 in [0, 1] on the CPU (F = 4T − 3)."""
+    if latents.ndim != 5 or latents.shape[2] != LATENT_CHANNELS:
+        raise ConfigError(f"latents must be [B, T, {LATENT_CHANNELS}, h, w], got {tuple(latents.shape)}")
+    param = next(vae.parameters())
+    z = rearrange(latents, "b t c h w -> b c t h w").to(
+        device=param.device, dtype=param.dtype
+    )  # [B, 16, T, h, w]
+    with torch.no_grad():
+        video = vae.decode(
+            z / SCALE, tiling=vae_tiling(vae, tiling, tuple(latents.shape[-2:]))
+        )  # [B, 3, F, H, W]
+    frames = ((video.float() + 1.0) / 2.0).clamp(0.0, 1.0)
+    return rearrange(frames, "b c f h w -> (b f) h w c").cpu()  # [F, H, W, 3]
+
+
+def _make_generator(seed: int | None, generator: torch.Generator | None) -> torch.Generator:
+    """The run's RNG: the caller's generator, or a CPU generator seeded with `seed` (random seed if None, logged)."""
+    if generator is not None:
+        if seed is not None:
+            raise ConfigError(
+                "pass either seed or generator, not both (a generator already carries its seed)"
+            )
+        return generator
+    generator = torch.Generator("cpu")
+    if seed is None:
+        log.info("no seed given: using random seed %d", generator.seed())
+    else:
+        generator.manual_seed(seed)
+    return generator
+
+
+def _check_image_mode(config, has_image: bool) -> None:
+    if config.is_i2v and not has_image:
+        raise ConfigError(
+            "this is an image-to-video (I2V) model: give a start image (encode_image_latents) or load the T2V model"
+        )
+    if not config.is_i2v and has_image:
+        raise ConfigError(
+            "a start image was given to a text-to-video (T2V) model; load the I2V model to use one"
+        )
+
+
+def _check_conditioning(
+    model,
+    text_embeds: torch.Tensor,
+    uncond_embeds: torch.Tensor | None,
+    shape: tuple[int, ...],
+    motion: MotionGuidance | None,
+    image_latents: torch.Tensor | None,
+) -> None:
+    """Refuse mismatched inputs before any noise is drawn or any step runs."""
+    config = model.config
+    expected_text = (1, text_embeds.shape[1] if text_embeds.ndim == 3 else "L", config.text_dim)
+    if text_embeds.ndim != 3 or tuple(text_embeds.shape) != expected_text:
+        raise ConfigError(
+            f"text_embeds must be [1, L, {config.text_dim}] (T5 hidden states for one prompt), got "
+            f"{tuple(text_embeds.shape)}"
+        )
+    if uncond_embeds is not None and uncond_embeds.shape != text_embeds.shape:
+        raise ConfigError(
+            f"uncond_embeds must have the shape of text_embeds {tuple(text_embeds.shape)}, got "
+            f"{tuple(uncond_embeds.shape)}; or pass None for the official all-zero unconditional context"
+        )
+    _check_image_mode(config, image_latents is not None)
+    if image_latents is not None and tuple(image_latents.shape) != shape:
+        raise ConfigError(
+            f"image_latents must be {list(shape)} for this size, got {list(image_latents.shape)}"
+        )
+    if motion is not None:
+        if not config.has_motion_modules:
+            raise ConfigError(
+                "motion guidance needs a Tora model (traj_extractor/fuser weights); this one has none"
+            )
+        _, frames, _, h, w = shape
+        size = (motion.num_frames, motion.width, motion.height)
+        if size != ((frames - 1) * 4 + 1, w * 8, h * 8):
+            raise ConfigError(
+                f"motion guidance was encoded for {size[0]} frames at {size[1]}x{size[2]} but the generation is "
+                f"{(frames - 1) * 4 + 1} frames at {w * 8}x{h * 8}; encode the trajectory at the generation size"
+            )
+
+
+def _model_fn(model, motion: MotionGuidance | None, image_latents: torch.Tensor | None) -> ModelFn:
+    """The sampler's network callback: float32 x → model dtype/device, motion only inside its step window."""
+    param = next(model.parameters())
+    image = None if image_latents is None else image_latents.to(device=param.device, dtype=param.dtype)
+
+    def model_fn(
+        x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor, step: StepInfo
+    ) -> torch.Tensor:
+        active = motion is not None and motion.active_at(step.index, step.total)
+        return model(
+            x.to(device=param.device, dtype=param.dtype),  # [B', T, 16, h, w]
+            timestep.to(param.device),  # [B']
+            context.to(device=param.device, dtype=param.dtype),  # [B', L, D]
+            motion_features=motion.features if active else None,  # B = 1 rows broadcast over [uncond, cond]
+            image_latents=image,  # [1, T, 16, h, w], the same for uncond and cond (spec §6.1)
+            motion_scale=motion.strength if active else 1.0,
+        )
+
+    return model_fn
+
+
+def sample_latents(
+    model,
+    *,
+    text_embeds: torch.Tensor,
+    uncond_embeds: torch.Tensor | None = None,
+    width: int,
+    height: int,
+    num_frames: int,
+    steps: int = 50,
+    cfg: float = 6.0,
+    dynamic_cfg: bool = True,
+    sampler: str = "dpmpp_2m_sde",
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
+    motion: MotionGuidance | None = None,
+    image_latents: torch.Tensor | None = None,
+    progress: ProgressFn | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    numerics: str = "sat",
+) -> torch.Tensor:
+    """Denoise from seeded noise to scaled latents [1, T, 16, h, w] float32 (see the module docstring).
+
+    uncond_embeds None = an all-zero unconditional context (official SAT). The initial noise is drawn from the
+    run's generator on the generator's device and moved to the model's device; the sampler's per-step noise
+    follows from the same generator. progress(step, total, x0) runs after every step; should_stop() before
+    every step (GenerationInterrupted when it answers True).
+    """
+    check_generation_size(width, height, num_frames)
+    shape = (1, latent_frames(num_frames), LATENT_CHANNELS, height // 8, width // 8)
+    _check_conditioning(model, text_embeds, uncond_embeds, shape, motion, image_latents)
+    generator = _make_generator(seed, generator)
+    device = next(model.parameters()).device
+    noise = torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32).to(device)
+    text_embeds = text_embeds.to(device)
+    uncond = torch.zeros_like(text_embeds) if uncond_embeds is None else uncond_embeds.to(device)
+    return sample(
+        _model_fn(model, motion, image_latents),
+        noise,
+        cond=text_embeds,
+        uncond=uncond,
+        steps=steps,
+        cfg_scale=cfg,
+        dynamic_cfg=dynamic_cfg,
+        sampler=sampler,
+        numerics=numerics,
+        generator=generator,
+        callback=progress,
+        should_stop=should_stop,
+    )
+
+
+def generate(
+    model,
+    vae,
+    *,
+    text_embeds: torch.Tensor,
+    uncond_embeds: torch.Tensor | None = None,
+    width: int,
+    height: int,
+    num_frames: int,
+    start_image: np.ndarray | torch.Tensor | None = None,
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
+    tiling: bool | str = "auto",
+    **sampling,
+) -> torch.Tensor:
+    """Text (+ start image, + motion) → frames [F, H, W, 3] float32 in [0, 1] on the CPU.
+
+    The start image is encoded with the run's generator before the initial noise is drawn; `sampling` takes the
+    remaining `sample_latents` arguments (steps, cfg, dynamic_cfg, sampler, motion, progress, should_stop, numerics).
+    """
+    check_generation_size(width, height, num_frames, warn=False)
+    _check_image_mode(model.config, start_image is not None)
+    generator = _make_generator(seed, generator)
+    image_latents = None
+    if start_image is not None:
+        image_latents = encode_image_latents(
+            vae, start_image, width=width, height=height, num_frames=num_frames, generator=generator
+        )
+    latents = sample_latents(
+        model,
+        text_embeds=text_embeds,
+        uncond_embeds=uncond_embeds,
+        width=width,
+        height=height,
+        num_frames=num_frames,
+        generator=generator,
+        image_latents=image_latents,
+        **sampling,
+    )
+    return decode_latents(vae, latents, tiling=tiling)
