@@ -5,5 +5,14 @@ Never imports ComfyUI; the node layer in `nodes/` adapts it. Public surface is r
 
 from .config import ToraConfig
 from .errors import CheckpointError, ConfigError, ToraError, TrajectoryFormatError
+from .transformer import ToraTransformer, build_transformer
 
-__all__ = ["ToraConfig", "CheckpointError", "ConfigError", "ToraError", "TrajectoryFormatError"]
+__all__ = [
+    "ToraConfig",
+    "CheckpointError",
+    "ConfigError",
+    "ToraError",
+    "TrajectoryFormatError",
+    "ToraTransformer",
+    "build_transformer",
+]
