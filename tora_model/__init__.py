@@ -5,6 +5,8 @@ Never imports ComfyUI; the node layer in `nodes/` adapts it. Public surface is r
 
 from .config import ToraConfig
 from .errors import CheckpointError, ConfigError, ToraError, TrajectoryFormatError
+from .sampling import StepInfo, sample
+from .schedule import make_schedule
 from .transformer import ToraTransformer, build_transformer
 
 __all__ = [
@@ -15,4 +17,7 @@ __all__ = [
     "TrajectoryFormatError",
     "ToraTransformer",
     "build_transformer",
+    "sample",
+    "make_schedule",
+    "StepInfo",
 ]
