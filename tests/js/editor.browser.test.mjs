@@ -1,6 +1,7 @@
 // Browser test of the TrajectoryEditor in headless Chromium (playwright-core + Debian chromium), driven
 // with real mouse and keyboard events on tests/js/editor_page.html. Skips with a message when chromium or
-// playwright-core is missing (dev machines); scripts/test_js.sh installs both for CI.
+// playwright-core is missing (dev machines); scripts/test_js.sh installs both and sets TORA_REQUIRE_BROWSER=1
+// so that CI fails instead of skipping.
 // Screenshot: /tmp/tora_editor_browser.png (override with TORA_SCREENSHOT).
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
@@ -23,6 +24,10 @@ try {
 const skip = !existsSync(chromiumPath)
   ? `chromium not found at ${chromiumPath} (apt-get install chromium, or run scripts/test_js.sh)`
   : !chromium && "playwright-core not installed (npm ci)";
+
+test("browser available when required (TORA_REQUIRE_BROWSER=1, set by scripts/test_js.sh)", () => {
+  if (process.env.TORA_REQUIRE_BROWSER === "1") assert.equal(skip, false, `browser test cannot run: ${skip}`);
+});
 
 const TYPES = { ".html": "text/html", ".js": "text/javascript", ".mjs": "text/javascript" };
 let server;

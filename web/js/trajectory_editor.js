@@ -56,13 +56,14 @@ export class TrajectoryEditor {
     return this.edited ? serializeTrajectory(this.traj) : this.raw;
   }
 
-  setValue(text) {
+  /** Load a stored value; `size` ({width, height}) is the canvas of an empty or unreadable value. */
+  setValue(text, size = null) {
     this.raw = typeof text === "string" ? text : "";
     this.edited = false;
     this.undoStack = [];
     this.redoStack = [];
     this.warning = "";
-    const { width, height } = this.traj;
+    const { width, height } = size ?? this.traj;
     try {
       this.traj = this.raw.trim() === "" ? { version: TRAJECTORY_VERSION, width, height, tracks: [] } : parseTrajectory(this.raw, { draft: true });
     } catch (err) {
@@ -83,6 +84,11 @@ export class TrajectoryEditor {
   /** Change the canvas size; points are rescaled so they keep their place in the picture. */
   setCanvasSize(width, height) {
     if (width === this.traj.width && height === this.traj.height) return;
+    if (!this.traj.tracks.length) {
+      Object.assign(this.traj, { width, height }); // nothing to rescale: not an edit of the stored value
+      this.refresh();
+      return;
+    }
     this.edit(() => {
       const sx = width / this.traj.width;
       const sy = height / this.traj.height;
