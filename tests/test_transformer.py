@@ -246,9 +246,12 @@ def test_tiny_forward_is_fast_on_cpu():
     args = inputs()
     features = model.extract_motion(torch.randn(BATCH, FRAMES, 16, HEIGHT, WIDTH))
     model(**args, motion_features=features)  # warm-up
-    start = time.perf_counter()
-    model(**args, motion_features=features)
-    assert time.perf_counter() - start < 1.0
+    durations = []
+    for _ in range(5):  # the best of five: the CPU is shared, so single runs can stall
+        start = time.perf_counter()
+        model(**args, motion_features=features)
+        durations.append(time.perf_counter() - start)
+    assert min(durations) < 1.0
 
 
 def test_bad_inputs_give_config_errors():
@@ -270,7 +273,8 @@ def test_bad_inputs_give_config_errors():
         tiny_model("tiny_i2v")(**args)
     with pytest.raises(ConfigError, match="text-to-video"):
         model(**inputs(i2v=True))
-    with pytest.raises(ConfigError, match="learned positional embedding"):
-        tiny_model("tiny_i2v", use_learned_pos_embed=True)(
-            **{**inputs(i2v=True), "text_embeds": torch.zeros(2, 5, 32)}
-        )
+    learned = tiny_model("tiny_i2v", use_learned_pos_embed=True)
+    short = {k: v[:, :2] if k.endswith("latents") else v for k, v in inputs(i2v=True).items()}
+    for bad in ({**inputs(i2v=True), "text_embeds": torch.zeros(2, 5, 32)}, short):
+        with pytest.raises(ConfigError, match="learned positional embedding"):
+            learned(**bad)

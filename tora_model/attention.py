@@ -34,7 +34,7 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """Rotate interleaved channel pairs: (a, b) ↦ (a·cos − b·sin, b·cos + a·sin). x `[B, N, heads, d]`, tables `[N, d]`."""
     a, b = x.unflatten(-1, (-1, 2)).unbind(-1)  # [B, N, heads, d/2] each
     rotated = torch.stack([-b, a], dim=-1).flatten(-2)  # [B, N, heads, d]
-    return x * cos[:, None] + rotated * sin[:, None]
+    return torch.addcmul(x * cos[:, None], rotated, sin[:, None])
 
 
 class JointAttention(nn.Module):

@@ -84,19 +84,20 @@ class PatchEmbed(nn.Module):
         video = F.linear(patches, self.proj.weight.flatten(1), self.proj.bias)  # [B, N, D]
         text = self.text_proj(text_embeds)  # [B, L, D]
         if self.config.use_learned_pos_embed:
-            text, video = self._add_pos_embedding(text, video, latents.shape[1], latents.shape[3] // p)
+            grid = (latents.shape[1], latents.shape[3] // p, latents.shape[4] // p)
+            text, video = self._add_pos_embedding(text, video, grid)
         return text, video
 
     def _add_pos_embedding(
-        self, text: Tensor, video: Tensor, frames: int, height: int
+        self, text: Tensor, video: Tensor, grid: tuple[int, int, int]
     ) -> tuple[Tensor, Tensor]:
-        num_text = self.config.max_text_len
-        grid = self.pos_embed_grid
-        if text.shape[1] != num_text or video.shape[1] != math.prod(grid) or (frames, height) != grid[:2]:
+        num_text, trained = self.config.max_text_len, self.pos_embed_grid
+        if text.shape[1] != num_text or grid != trained:
             raise ConfigError(
-                f"the learned positional embedding covers {num_text} text tokens and a {grid[0]}×{grid[1]}×{grid[2]} "
-                f"token grid, got {text.shape[1]} text tokens and {video.shape[1]} video tokens "
-                f"({frames} latent frames); generate at the training size or set use_learned_pos_embed=False"
+                f"the learned positional embedding covers {num_text} text tokens and a "
+                f"{trained[0]}×{trained[1]}×{trained[2]} (frames × height × width) token grid, got {text.shape[1]} "
+                f"text tokens and a {grid[0]}×{grid[1]}×{grid[2]} grid; generate at the training size or set "
+                "use_learned_pos_embed=False"
             )
         pos = self.pos_embedding.to(text.dtype)  # [1, L + N, D]
         return text + pos[:, :num_text], video + pos[:, num_text:]
