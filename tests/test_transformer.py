@@ -269,6 +269,8 @@ def test_bad_inputs_give_config_errors():
         model(**args, motion_features=[f[:, :, :2] for f in features])
     with pytest.raises(ConfigError, match="latents must be"):
         model(**{**args, "latents": args["latents"].transpose(1, 2)})
+    with pytest.raises(ConfigError, match="latents must be"):
+        model(**{**args, "latents": args["latents"][0]})
     with pytest.raises(ConfigError, match="image-to-video"):
         tiny_model("tiny_i2v")(**args)
     with pytest.raises(ConfigError, match="text-to-video"):

@@ -42,9 +42,8 @@ class AdaLayerNormZero(nn.Module):
 
     def forward(self, video: Tensor, text: Tensor, emb: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """→ modulated video `[B, N, D]`, modulated text `[B, L, D]`, video gate and text gate `[B, 1, D]`."""
-        shift, scale, gate, text_shift, text_scale, text_gate = self.linear(F.silu(emb))[:, None].chunk(
-            6, dim=-1
-        )
+        modulation = self.linear(F.silu(emb))[:, None]  # [B, 1, 6·D]
+        shift, scale, gate, text_shift, text_scale, text_gate = modulation.chunk(6, dim=-1)
         video = _modulated_norm(self.norm, video, shift, scale)
         text = _modulated_norm(self.norm, text, text_shift, text_scale)
         return video, text, gate, text_gate
@@ -188,9 +187,9 @@ class ToraTransformer(nn.Module):
         `extract_motion` for batch B or 1 (one per block, `None` = plain CogVideoX); image_latents `[B or 1, T, 16, H, W]`
         for I2V models only; motion_scale multiplies every fuser's GroupNorm(h)·γ + β.
         """
+        x = self._model_input(latents, image_latents)  # [B, T, C_in, H, W]
         batch, frames, _, height, width = latents.shape
         p, dtype = self.config.patch_size, self.dtype
-        x = self._model_input(latents, image_latents)  # [B, T, C_in, H, W]
         self._check_text(text_embeds, batch)
         emb = self.time_embedding(self._timesteps(timestep, batch))  # [B, E]
         text, video = self.patch_embed(x.to(dtype), text_embeds.to(dtype))  # [B, L, D], [B, N, D]
