@@ -108,6 +108,7 @@ def test_sat_engine_file_with_prefix(sat_folder, reference, tmp_path):
     encoder = T5TextEncoder.load(path, tokenizer=sat_folder, dtype=torch.float32, max_length=MAX_LENGTH)
     torch.testing.assert_close(encoder.encode(PROMPTS), direct(reference, PROMPTS), rtol=0, atol=0)
     assert encoder.encoder.encoder.embed_tokens is encoder.encoder.shared
+    assert not any(t.is_meta for t in [*encoder.parameters(), *encoder.buffers()])
 
 
 def test_plain_safetensors_and_state_dict(sat_folder, reference, tmp_path):
@@ -138,6 +139,17 @@ def test_incomplete_weights_are_named(reference, sat_folder):
     del weights["encoder.block.1.layer.1.DenseReluDense.wo.weight"]
     with pytest.raises(CheckpointError, match=r"1 missing \(e\.g\. \['encoder\.block\.1\.layer\.1"):
         T5TextEncoder.load(weights, tokenizer=sat_folder)
+
+
+def test_wrong_config_names_the_tensor(reference, sat_folder):
+    with pytest.raises(
+        CheckpointError, match=r"DenseReluDense\.wi_0\.weight has shape \(48, 32\) in the file but \(64, 32\)"
+    ):
+        T5TextEncoder.load(
+            dict(reference.state_dict()),
+            tokenizer=sat_folder,
+            config=T5Config(**{**CONFIG.to_dict(), "d_ff": 64}),
+        )
 
 
 def test_non_t5_weights_are_rejected(sat_folder):

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -27,7 +27,7 @@ import transformers
 from torch import nn
 from transformers import AutoTokenizer, T5Config, T5EncoderModel
 
-from .checkpoints import read_state_dict, sub_state_dict
+from .checkpoints import read_state_dict
 from .errors import CheckpointError, ConfigError
 from .keymaps import SAT_T5_PREFIX
 
@@ -94,23 +94,39 @@ def load_tokenizer(folder: Path):
         ) from None
 
 
-def t5_weights(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """HF T5-encoder names of a state dict: SAT prefix stripped, decoder/lm_head dropped, tied embedding unified."""
-    if any(k.startswith(SAT_T5_PREFIX) for k in state_dict):
-        state_dict = sub_state_dict(state_dict, SAT_T5_PREFIX)
-    ignored = [k for k in state_dict if k.startswith(IGNORED_PREFIXES)]
+class _Renamed(Mapping):
+    """Read-only view `name -> source[plan[name]]`; nothing is read until a tensor is looked up."""
+
+    def __init__(self, source: Mapping[str, torch.Tensor], plan: dict[str, str]) -> None:
+        self._source, self._plan = source, plan
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self._source[self._plan[name]]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._plan)
+
+    def __len__(self) -> int:
+        return len(self._plan)
+
+
+def t5_weights(state_dict: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
+    """Lazy HF T5-encoder view of a state dict: SAT prefix stripped, decoder/lm_head dropped, one input embedding."""
+    prefix = SAT_T5_PREFIX if any(k.startswith(SAT_T5_PREFIX) for k in state_dict) else ""
+    plan = {k[len(prefix) :]: k for k in state_dict if k.startswith(prefix)}
+    ignored = [k for k in plan if k.startswith(IGNORED_PREFIXES)]
     if ignored:
         log.info("T5 weights: ignoring %d decoder/lm_head tensors (only the encoder is used)", len(ignored))
-    weights = {k: state_dict[k] for k in state_dict if not k.startswith(IGNORED_PREFIXES)}
-    embedding = weights.pop(EMBED_KEY, None)
-    if SHARED_KEY not in weights and embedding is not None:
-        weights[SHARED_KEY] = embedding
-    if SHARED_KEY not in weights:
+    plan = {k: v for k, v in plan.items() if not k.startswith(IGNORED_PREFIXES)}
+    embedding = plan.pop(EMBED_KEY, None)  # the same tensor as `shared` whenever both are stored
+    if SHARED_KEY not in plan and embedding is not None:
+        plan[SHARED_KEY] = embedding
+    if SHARED_KEY not in plan:
         raise CheckpointError(
             f"no T5 encoder found: neither {SHARED_KEY!r} nor {EMBED_KEY!r} (nor {SAT_T5_PREFIX}…) is in the "
             f"{len(state_dict)} tensors given (first keys: {sorted(state_dict)[:4]}); {T5_SOURCE_HINT}"
         )
-    return weights
+    return _Renamed(state_dict, plan)
 
 
 def infer_t5_config(weights: Mapping[str, torch.Tensor]) -> T5Config:
@@ -161,16 +177,21 @@ def _encoder_from_weights(
             f"{len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]}). "
             f"Use the T5 v1.1 XXL encoder weights; {T5_SOURCE_HINT}."
         )
-    shapes = model.state_dict()
-    wrong = [k for k in expected if tuple(weights[k].shape) != tuple(shapes[k].shape)]
-    if wrong:
-        raise CheckpointError(
-            f"T5 weights have the wrong shape for {len(wrong)} tensors, e.g. {wrong[0]}: file "
-            f"{tuple(weights[wrong[0]].shape)} vs model {tuple(shapes[wrong[0]].shape)}; pass the matching config="
-        )
-    model.load_state_dict({k: weights[k].to(dtype) for k in expected}, strict=False, assign=True)
+    targets = model.state_dict()
+    tensors = {}
+    for name in sorted(
+        expected
+    ):  # one read per tensor, cast and placed right away: peak ≈ model + one tensor
+        tensor = weights[name]
+        if tuple(tensor.shape) != tuple(targets[name].shape):
+            raise CheckpointError(
+                f"T5 tensor {name} has shape {tuple(tensor.shape)} in the file but {tuple(targets[name].shape)} in "
+                "the model built for it; pass the matching config="
+            )
+        tensors[name] = tensor.to(device=device or tensor.device, dtype=dtype)
+    model.load_state_dict(tensors, strict=False, assign=True)
     model.set_input_embeddings(model.shared)  # encoder.embed_tokens is the same module as `shared`
-    return model.to(device) if device is not None else model
+    return model
 
 
 def _encoder_from_folder(folder: Path, dtype: torch.dtype, device: torch.device | None) -> T5EncoderModel:
