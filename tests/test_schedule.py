@@ -81,6 +81,13 @@ def test_plain_cfg_weights_are_constant():
     assert guidance_weights(make_schedule(10), 4.5, dynamic_cfg=False) == [4.5] * 10
 
 
+def test_single_step_is_pure_noise_to_x0():
+    for numerics in ("sat", "diffusers"):
+        schedule = make_schedule(1, numerics)
+        assert schedule.timesteps == (999,) and schedule.sqrt_alphas == (0.0, 1.0)
+        assert schedule.x0_sqrt_alphas == (0.0,)
+
+
 @pytest.mark.parametrize("steps", [0, 1001])
 def test_bad_step_count_is_a_config_error(steps):
     with pytest.raises(ConfigError, match="steps must be between 1 and 1000"):

@@ -95,7 +95,7 @@ def dpmpp_2m_sde_step(
     x_scale = math.sqrt((1.0 - a_next**2) / (1.0 - a**2)) * math.exp(-h)
     x0_scale = math.expm1(-2.0 * h) * a_next
     noise_scale = math.sqrt(1.0 - a_next**2) * math.sqrt(1.0 - math.exp(-2.0 * h))
-    first_noise = randn_like(x, generator)
+    first_noise = randn_like(x, generator)  # drawn even when replaced below: keeps the official random stream
     if x0_prev is None or a_prev is None:
         return x_scale * x - x0_scale * x0 + noise_scale * first_noise
     r = (lam - _log_snr(a_prev)) / h

@@ -71,6 +71,10 @@ def trailing_timesteps(steps: int) -> list[int]:
 def sat_sampler_sqrt_alphas(timesteps: list[int]) -> list[float]:
     """√ᾱ the SAT sampler steps through: float32, zero-SNR rescaled over the selected timesteps only."""
     ordered = sorted(timesteps)  # increasing t, as the SAT discretizer rescales them
+    if len(ordered) == 1:
+        return [
+            0.0
+        ]  # the only level is the terminal one, which the rescale pins to zero (SAT would divide 0/0)
     selected = alphas_cumprod()[ordered].to(torch.float32).sqrt()
     by_t = dict(zip(ordered, rescale_zero_snr(selected).tolist(), strict=True))
     return [by_t[t] for t in timesteps]
