@@ -3,6 +3,7 @@
 Never imports ComfyUI; the node layer in `nodes/` adapts it. Public surface is re-exported here.
 """
 
+from .checkpoints import load_transformer, read_state_dict
 from .config import ToraConfig
 from .errors import CheckpointError, ConfigError, ToraError, TrajectoryFormatError
 from .sampling import StepInfo, sample
@@ -20,4 +21,6 @@ __all__ = [
     "sample",
     "make_schedule",
     "StepInfo",
+    "load_transformer",
+    "read_state_dict",
 ]

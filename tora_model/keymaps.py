@@ -56,6 +56,11 @@ class Rule:
     parts: int = 1
     take: tuple[int, ...] = (0,)
 
+    def target_shape(self, source_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if self.parts == 1:
+            return tuple(source_shape)
+        return (source_shape[0] // self.parts * len(self.take), *source_shape[1:])
+
     def row_ranges(self, source_rows: int) -> list[tuple[int, int]]:
         """Row ranges [start, stop) of the source that make up the target, in order."""
         rows = source_rows // self.parts
@@ -229,6 +234,8 @@ def apply_rule(rule: Rule, tensor: torch.Tensor) -> torch.Tensor:
         raise ValueError(
             f"{rule.source}: dim 0 of shape {tuple(tensor.shape)} does not split into {rule.parts} equal parts"
         )
+    if tensor.is_meta:  # shape arithmetic only (torch.cat on meta tensors is slow to set up)
+        return torch.empty(rule.target_shape(tuple(tensor.shape)), dtype=tensor.dtype, device="meta")
     pieces = [tensor[start:stop] for start, stop in rule.row_ranges(tensor.shape[0])]
     return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=0)
 
