@@ -415,7 +415,7 @@ export class TrajectoryEditor {
   // ------------------------------------------------------------ rendering
 
   status(message, isError = false) {
-    this.ui.status.textContent = message;
+    this.ui.status.textContent = this.ui.status.title = message;
     this.ui.status.dataset.error = isError ? "1" : "";
   }
 
@@ -460,7 +460,7 @@ export class TrajectoryEditor {
       traj: this.traj, selected: this.selected, selectedPoint: this.selectedPoint,
       background: this.background, positions: all, frame: this.frame, px: this.px,
     });
-    this.ui.problems.textContent = problems.join(" · ");
+    this.ui.problems.textContent = this.ui.problems.title = problems.join(" · ");
   }
 
   refresh() {

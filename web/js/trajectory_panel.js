@@ -29,7 +29,9 @@ const CSS = `
 .tora-ed .stage{flex:1;min-height:60px;display:flex;align-items:center;justify-content:center;overflow:hidden}
 .tora-ed canvas{cursor:crosshair;touch-action:none;outline:none}
 .tora-ed .warn{background:#5a3a00;color:#ffd27a;padding:2px 4px;border-radius:3px}
-.tora-ed .problems{color:#ffb070;min-height:0}
+.tora-ed .msgs{display:flex;gap:8px;height:16px;line-height:16px;overflow:hidden;white-space:nowrap}
+.tora-ed .msgs>div{overflow:hidden;text-overflow:ellipsis}
+.tora-ed .problems{color:#ffb070}
 .tora-ed .status[data-error="1"]{color:#ff7070}
 .tora-ed .help{position:absolute;inset:24px 8px auto 8px;background:rgba(20,20,24,.96);border:1px solid #666;border-radius:4px;padding:6px;z-index:2}
 .tora-ed .help td{padding:1px 6px;vertical-align:top}
@@ -109,8 +111,7 @@ export function buildPanel(ed) {
     ui.warning,
     ui.stage,
     el("div", { className: "row" }, [ui.play, ui.scrub, ui.frameLabel]),
-    ui.problems,
-    ui.status,
+    el("div", { className: "msgs" }, [ui.status, ui.problems]),
     ui.help,
   ]);
   ui.sync = () => syncPanel(ed, ui);
