@@ -5,35 +5,23 @@
 // Screenshot: /tmp/tora_editor_browser.png (override with TORA_SCREENSHOT).
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { createServer } from "node:http";
 import { dirname, extname, join, normalize } from "node:path";
 import { fileURLToPath } from "node:url";
 
+import { assertBrowserWhenRequired, assertNear as near, browserMissing, canvasPoint, dragCanvas, launch } from "./browser.mjs";
+
 const repo = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
-const chromiumPath = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 const screenshot = process.env.TORA_SCREENSHOT ?? "/tmp/tora_editor_browser.png";
-const FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"];
+const skip = browserMissing || false; // node:test skips on any string, even ""
 
-let chromium = null;
-try {
-  ({ chromium } = await import("playwright-core"));
-} catch {
-  chromium = null;
-}
-const skip = !existsSync(chromiumPath)
-  ? `chromium not found at ${chromiumPath} (apt-get install chromium, or run scripts/test_js.sh)`
-  : !chromium && "playwright-core not installed (npm ci)";
-
-test("browser available when required (TORA_REQUIRE_BROWSER=1, set by scripts/test_js.sh)", () => {
-  if (process.env.TORA_REQUIRE_BROWSER === "1") assert.equal(skip, false, `browser test cannot run: ${skip}`);
-});
+test("browser available when required (TORA_REQUIRE_BROWSER=1, set by scripts/test_js.sh)", assertBrowserWhenRequired);
 
 const TYPES = { ".html": "text/html", ".js": "text/javascript", ".mjs": "text/javascript" };
 let server;
 let base;
-let context;
-let profile;
+let browser;
 let page;
 
 before(async () => {
@@ -49,18 +37,16 @@ before(async () => {
   });
   await new Promise((ok) => server.listen(0, "127.0.0.1", ok));
   base = `http://127.0.0.1:${server.address().port}/tests/js/editor_page.html`;
-  profile = mkdtempSync("/tmp/tora-chromium-profile-");
-  context = await chromium.launchPersistentContext(profile, { executablePath: chromiumPath, headless: true, args: FLAGS, viewport: { width: 800, height: 640 } });
-  page = context.pages()[0] ?? (await context.newPage());
+  browser = await launch({ width: 800, height: 640 });
+  page = browser.page;
   page.on("pageerror", (err) => {
     throw err;
   });
 });
 
 after(async () => {
-  await context?.close();
+  await browser?.close();
   server?.close();
-  if (profile) rmSync(profile, { recursive: true, force: true });
 });
 
 async function open(value = "") {
@@ -68,33 +54,13 @@ async function open(value = "") {
   await page.waitForFunction(() => window.editorReady === true);
 }
 
-/** Page coordinates of a point given in trajectory-canvas pixels (720 x 480). */
-async function at(x, y) {
-  const box = await page.locator("canvas").boundingBox();
-  return [box.x + (x / 720) * box.width, box.y + (y / 480) * box.height];
-}
-
 async function click(x, y, options = {}) {
-  await page.mouse.click(...(await at(x, y)), options);
+  await page.mouse.click(...(await canvasPoint(page, x, y)), options);
 }
 
-async function drag(from, to) {
-  await page.mouse.move(...(await at(...from)));
-  await page.mouse.down();
-  await page.mouse.move(...(await at(...to)), { steps: 8 });
-  await page.mouse.up();
-}
-
+const drag = (from, to) => dragCanvas(page, from, to);
 const value = () => page.evaluate(() => window.editor.getValue());
 const stored = async () => JSON.parse(await value());
-
-function near(actual, expected, label) {
-  // One CSS pixel is ~1 canvas pixel here; mouse positions land on whole CSS pixels.
-  actual.forEach((p, i) => {
-    assert.ok(Math.hypot(p[0] - expected[i][0], p[1] - expected[i][1]) < 1.5, `${label} point ${i}: ${p} vs ${expected[i]}`);
-  });
-  assert.equal(actual.length, expected.length, `${label}: point count`);
-}
 
 test("draw two tracks, move, undo/redo, insert/delete, timing -> stored JSON v1; screenshot", { skip }, async () => {
   await open();
@@ -154,18 +120,53 @@ test("draw two tracks, move, undo/redo, insert/delete, timing -> stored JSON v1;
   assert.deepEqual(t.tracks[2].points, [[360, 240]]);
   assert.equal(await page.evaluate(() => window.changes.at(-1)), await value());
 
-  // Scrub to frame 22: the dot of track 2 sits where the geometry module puts it.
+  // Help overlay: "?" on the canvas (typed into a form control it is just a key).
   await page.locator('input[type="range"]').focus();
-  await page.keyboard.press("End");
-  assert.match(await page.locator(".row span").last().textContent(), /frame 48 \/ 48/);
   await page.keyboard.press("?");
   assert.equal(await page.locator(".help").isVisible(), false, "? typed in the scrubber is not a shortcut");
   await page.locator("canvas").focus();
   await page.keyboard.press("?");
   assert.equal(await page.locator(".help").isVisible(), true);
   await page.keyboard.press("Escape");
-  await page.evaluate(() => window.editor.setFrame(22));
+  assert.equal(await page.locator(".help").isVisible(), false);
+
+  // Scrub with the keyboard to frame 22: track 2's dot is drawn where the geometry module puts it.
+  await page.locator('input[type="range"]').focus();
+  await page.keyboard.press("End");
+  assert.match(await page.locator(".row span").last().textContent(), /frame 48 \/ 48/);
+  await page.keyboard.press("Home");
+  for (let i = 0; i < 22; i++) await page.keyboard.press("ArrowRight");
+  assert.match(await page.locator(".row span").last().textContent(), /frame 22 \/ 48/);
+  const colorAt = (frame, dy) =>
+    page.evaluate(
+      async ([frame, dy]) => {
+        const geo = await import("/web/js/trajectory_geometry.js");
+        const { editor } = window;
+        const [x, y] = geo.trackPositions(editor.traj.tracks[1], 49, 720, 480, 1)[frame];
+        const c = editor.canvas;
+        const sx = c.width / 720;
+        const px = c.getContext("2d").getImageData(Math.round(x * sx), Math.round((y + dy * editor.px) * sx), 1, 1).data;
+        return [x, Array.from(px.slice(0, 3))];
+      },
+      [frame, dy],
+    );
+  const trackRgb = (await stored()).tracks[1].color.match(/\w\w/g).map((h) => parseInt(h, 16));
+  const [x22, dotRgb] = await colorAt(22, 5); // 5 CSS px below the line: inside the 7 px dot only
+  assert.ok(Math.abs(x22 - (100 + 500 * 2 * (17 / 35) ** 2)) < 1e-9, `frame 22 x ${x22}`);
+  assert.deepEqual(dotRgb, trackRgb, "dot at frame 22");
+  const [, elsewhere] = await colorAt(40, 5);
+  assert.notDeepEqual(elsewhere, trackRgb, "no dot at frame 40's position");
   await page.screenshot({ path: screenshot });
+
+  // Space plays (8 frames per second) and pauses.
+  await page.locator("canvas").focus();
+  await page.keyboard.press(" ");
+  await page.waitForTimeout(400);
+  await page.keyboard.press(" ");
+  const playedTo = await page.evaluate(() => window.editor.frame);
+  assert.ok(playedTo > 22 && playedTo < 30, `played to frame ${playedTo}`);
+  await page.waitForTimeout(300);
+  assert.equal(await page.evaluate(() => window.editor.frame), playedTo, "paused");
 });
 
 test("stored value round-trips exactly through reload", { skip }, async () => {

@@ -99,6 +99,8 @@ export class TrajectoryEditor {
 
   /** Background picture (URL or null); drawn stretched to the canvas, it never changes coordinates. */
   setBackground(url) {
+    this.backgroundUrl = url || null;
+    this.ui.root.dataset.background = "";
     if (!url) {
       this.background = null;
       this.refresh();
@@ -106,9 +108,12 @@ export class TrajectoryEditor {
     }
     const img = new Image();
     img.onload = () => {
+      if (this.backgroundUrl !== url) return; // a newer background was asked for meanwhile
       this.background = img;
+      this.ui.root.dataset.background = url;
       this.refresh();
     };
+    img.onerror = () => this.backgroundUrl === url && this.status("background image could not be loaded", true);
     img.src = url;
   }
 
