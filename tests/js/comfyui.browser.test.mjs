@@ -1,0 +1,117 @@
+// The TrajectoryCanvas editor inside the REAL ComfyUI frontend (LiteGraph canvas), driven with real mouse
+// and keyboard events. Needs a running ComfyUI with this pack installed:
+//   TORA_COMFYUI_URL=http://127.0.0.1:8188 node --test tests/js/comfyui.browser.test.mjs
+// (recipe: ../shared/reference/comfyui.md part B). Skipped when TORA_COMFYUI_URL is unset.
+// Screenshot: /tmp/tora_comfyui_frontend.png.
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+
+import { assertNear, browserMissing, canvasPoint, dragCanvas, launch } from "./browser.mjs";
+
+const BASE = process.env.TORA_COMFYUI_URL;
+const skip = (!BASE && "TORA_COMFYUI_URL not set (needs a running ComfyUI with this pack)") || browserMissing || false;
+let browser;
+let page;
+let ids;
+
+before(async () => {
+  if (skip) return;
+  // A fresh user dir would open the first-run template dialog instead of an empty graph.
+  await fetch(`${BASE}/settings/Comfy.TutorialCompleted`, { method: "POST", body: "true" });
+  browser = await launch({ width: 1400, height: 900 });
+  page = browser.page;
+  await page.goto(BASE);
+  await page.waitForFunction(() => window.app?.graph && window.LiteGraph?.registered_node_types?.TrajectoryCanvas, null, { timeout: 60000 });
+  ids = await page.evaluate(() => {
+    app.graph.clear();
+    const load = LiteGraph.createNode("LoadImage");
+    load.pos = [20, 60];
+    app.graph.add(load);
+    const canvas = LiteGraph.createNode("TrajectoryCanvas");
+    canvas.pos = [380, 40];
+    app.graph.add(canvas);
+    canvas.setSize([620, 640]);
+    load.connect(0, canvas, canvas.inputs.findIndex((i) => i.name === "background"));
+    app.canvas.ds.scale = 1;
+    app.canvas.ds.offset = [0, 0];
+    app.graph.setDirtyCanvas(true, true);
+    return { load: load.id, canvas: canvas.id };
+  });
+});
+
+after(async () => {
+  await browser?.close();
+});
+
+const trajectoryText = () => page.evaluate((id) => app.graph.getNodeById(id).widgets.find((w) => w.name === "trajectory").value, ids.canvas);
+const lastTrack = async () => {
+  const text = await trajectoryText(); // "" until the first edit when the node's default is empty
+  return text ? (JSON.parse(text).tracks.at(-1)?.points ?? []) : [];
+};
+const nodeValues = () => page.evaluate((id) => JSON.parse(JSON.stringify(app.graph.serialize())).nodes.find((n) => n.id === id).widgets_values, ids.canvas);
+
+test("editor replaces the raw STRING widget and shows the linked LoadImage picture", { skip }, async () => {
+  const info = await page.evaluate((id) => {
+    const node = app.graph.getNodeById(id);
+    return {
+      raw: node.widgets.find((w) => w.name === "trajectory").hidden,
+      editorSerialized: node.widgets.find((w) => w.name === "trajectory_editor").serialize,
+      editors: document.querySelectorAll(".tora-ed canvas").length,
+      visibleTextareas: [...document.querySelectorAll("textarea")].filter((t) => t.offsetParent !== null).length,
+    };
+  }, ids.canvas);
+  assert.deepEqual(info, { raw: true, editorSerialized: false, editors: 1, visibleTextareas: 0 });
+  await page.waitForFunction(() => document.querySelector(".tora-ed")?.dataset.background?.includes("type=input"), null, { timeout: 10000 });
+});
+
+test("real clicks edit the workflow value; Delete and Ctrl+Z stay inside the editor", { skip }, async () => {
+  const before = await lastTrack();
+  await page.getByRole("button", { name: "+ Path" }).click();
+  for (const [x, y] of [[100, 380], [300, 120], [600, 300]]) await page.mouse.click(...(await canvasPoint(page, x, y)));
+  assertNear(await lastTrack(), [[100, 380], [300, 120], [600, 300]], "new track");
+  await page.mouse.click(...(await canvasPoint(page, 600, 300)));
+  await page.keyboard.press("Delete");
+  assert.equal((await lastTrack()).length, 2);
+  assert.equal(await page.evaluate(() => app.graph._nodes.length), 2, "Delete must not remove the node");
+  await page.keyboard.press("Control+z");
+  assert.equal((await lastTrack()).length, 3);
+  assert.notDeepEqual(before, await lastTrack());
+
+  const values = await nodeValues();
+  assert.equal(values.length, 4, "widgets_values: width, height, frames, trajectory (the editor adds no slot)");
+  assert.equal(values[3], await trajectoryText());
+  const inputs = await page.evaluate(async (id) => (await app.graphToPrompt()).output[String(id)].inputs, ids.canvas);
+  assert.equal(inputs.trajectory, values[3]);
+});
+
+test("save -> loadGraphData round-trips; zoomed drag and width change keep canvas pixels", { skip }, async () => {
+  const values = await nodeValues();
+  await page.evaluate(async () => {
+    await app.loadGraphData(JSON.parse(JSON.stringify(app.graph.serialize())));
+  });
+  await page.waitForTimeout(500);
+  assert.deepEqual(await nodeValues(), values);
+
+  await page.evaluate(() => {
+    app.canvas.ds.scale = 0.7;
+    app.canvas.ds.offset = [40, 20];
+    app.graph.setDirtyCanvas(true, true);
+  });
+  await page.waitForTimeout(500);
+  await dragCanvas(page, [300, 120], [320, 200]);
+  assertNear(await lastTrack(), [[100, 380], [320, 200], [600, 300]], "zoomed drag", 2.5);
+  await page.evaluate((id) => {
+    const w = app.graph.getNodeById(id).widgets.find((x) => x.name === "width");
+    w.value = 1440;
+    w.callback?.(1440);
+  }, ids.canvas);
+  const t = JSON.parse(await trajectoryText());
+  assert.equal(t.width, 1440);
+  assertNear(t.tracks.at(-1).points, [[200, 380], [640, 200], [1200, 300]], "rescaled", 5);
+  await page.screenshot({ path: "/tmp/tora_comfyui_frontend.png" });
+});
+
+test("after a run the node's returned background is shown", { skip: skip || (process.env.TORA_COMFYUI_EXECUTE === "0" && "TORA_COMFYUI_EXECUTE=0") }, async () => {
+  await page.evaluate(() => app.queuePrompt(0, 1));
+  await page.waitForFunction(() => document.querySelector(".tora-ed")?.dataset.background?.includes("type=temp"), null, { timeout: 60000 });
+});
