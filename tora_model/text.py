@@ -17,6 +17,7 @@ Layout: prompts → token ids [B, L] (L = max_length, 226 for the release) → e
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -195,11 +196,15 @@ def _encoder_from_weights(
 
 
 def _encoder_from_folder(folder: Path, dtype: torch.dtype, device: torch.device | None) -> T5EncoderModel:
-    dtype_arg = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
+    if int(transformers.__version__.split(".")[0]) >= 5:
+        options = {"dtype": dtype}  # transformers 5 always builds on meta and fills
+    else:  # 4.x: meta build + fill needs the optional `accelerate` package
+        options = {
+            "torch_dtype": dtype,
+            "low_cpu_mem_usage": importlib.util.find_spec("accelerate") is not None,
+        }
     try:
-        model = T5EncoderModel.from_pretrained(
-            str(folder), local_files_only=True, low_cpu_mem_usage=True, **{dtype_arg: dtype}
-        )
+        model = T5EncoderModel.from_pretrained(str(folder), local_files_only=True, **options)
     except (OSError, ValueError) as err:
         raise CheckpointError(
             f"could not load the T5 encoder from {folder}: {err}. {T5_SOURCE_HINT}."
