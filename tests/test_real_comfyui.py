@@ -1,0 +1,295 @@
+"""Real-ComfyUI tier: start ComfyUI 0.3.64 with the pack linked in and run every example workflow over /prompt.
+
+Skipped unless COMFYUI_DIR points at a ComfyUI source tree (e.g. /tmp/comfyui). The server runs from a venv
+(COMFYUI_VENV, default /tmp/tora-comfy-venv; created on first use with the CPU torch pin) in its own base
+directory, so the ComfyUI tree is not modified. Each UI-format workflow is converted to the API format with the
+server's own /object_info, the real model files are swapped for tiny ones written into the base directory, and
+the saved videos are checked frame by frame. Takes about a minute once the venv exists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from io import BytesIO
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.test_nodes import PACK_ROOT
+from tests.test_nodes_e2e import TOKENS, write_start_image, write_tiny_models
+
+COMFY = os.environ.get("COMFYUI_DIR")
+pytestmark = pytest.mark.skipif(
+    not COMFY, reason="COMFYUI_DIR is not set (path of a ComfyUI 0.3.64 source tree)"
+)
+VENV = Path(os.environ.get("COMFYUI_VENV", "/tmp/tora-comfy-venv"))
+PACK_LINK_NAME = "any-folder-name_tora"  # the pack must load under whatever folder name it is cloned into
+OUR_IDS = ("LoadToraModel", "TrajectoryCanvas", "TrajectoryToMotionLatent", "ToraSampler", "MotionVAEDecode")
+WIDTH, HEIGHT, FRAMES, STEPS = 96, 64, 9, 2
+SIZE_NODES = ("TrajectoryCanvas", "TrajectoryToMotionLatent", "ToraSampler")
+WIDGET_KINDS = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
+# ComfyUI imports torchvision at start-up; the CPU torch pin has no matching torchvision wheel here, so an
+# import-only stand-in is put on PYTHONPATH (any real use raises).
+TORCHVISION_SHIM = '''"""Import-only torchvision stand-in for a CPU test server; using anything raises RuntimeError."""
+import importlib.abc, importlib.machinery, sys, types
+
+
+class _Missing:
+    def __init__(self, name):
+        self._name = name
+
+    def __getattr__(self, key):
+        if key.startswith("__"):
+            raise AttributeError(key)
+        return _Missing(self._name + "." + key)
+
+    def __call__(self, *args, **kwargs):
+        raise RuntimeError(self._name + ": torchvision is not installed in this test venv")
+
+
+class _Module(types.ModuleType):
+    def __getattr__(self, key):
+        if key.startswith("__"):
+            raise AttributeError(key)
+        return _Missing(self.__name__ + "." + key)
+
+
+class _Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def find_spec(self, name, path=None, target=None):
+        if name.startswith("torchvision."):
+            return importlib.machinery.ModuleSpec(name, self, is_package=True)
+        return None
+
+    def create_module(self, spec):
+        module = _Module(spec.name)
+        module.__path__ = []
+        return module
+
+    def exec_module(self, module):
+        pass
+
+
+__version__ = "0.0.0+test-shim"
+sys.meta_path.insert(0, _Finder())
+sys.modules[__name__].__class__ = _Module
+'''
+
+
+def ensure_venv() -> Path:
+    """The server's python; the venv is built once (torch pinned so pip never pulls a CUDA build)."""
+    python = VENV / "bin" / "python"
+    if python.exists():
+        return python
+    subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+    requirements = [
+        line
+        for line in (Path(COMFY) / "requirements.txt").read_text().splitlines()
+        if line.strip() not in ("torch", "torchvision", "torchaudio")
+    ]
+    pin = "torch==2.13.0"
+    pip = [str(python), "-m", "pip", "install", "-q"]
+    subprocess.run([*pip, pin], check=True)
+    subprocess.run(
+        [*pip, *requirements, "requests", pin, "-r", str(PACK_ROOT / "requirements.txt")], check=True
+    )
+    subprocess.run([str(python), "-m", "pip", "uninstall", "-y", "-q", "torchvision"], check=False)
+    return python
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, base: Path):
+        self.base = base
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = base / "server.log"
+        self.process = None
+
+    def start(self, python: Path) -> None:
+        shims = self.base / "shims" / "torchvision"
+        shims.mkdir(parents=True)
+        (shims / "__init__.py").write_text(TORCHVISION_SHIM)
+        env = {**os.environ, "PYTHONPATH": str(shims.parent)}
+        command = [str(python), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port)]
+        command += [
+            "--base-directory",
+            str(self.base),
+            "--disable-auto-launch",
+            "--preview-method",
+            "latent2rgb",
+        ]
+        with open(self.log, "w") as log:
+            self.process = subprocess.Popen(command, cwd=COMFY, env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"ComfyUI exited early:\n{self.log.read_text()[-4000:]}")
+            try:
+                self.get("/system_stats")
+                return
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.5)
+        pytest.fail("ComfyUI did not answer /system_stats within 180 s")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+
+    def get(self, path: str):
+        with urllib.request.urlopen(self.url + path, timeout=30) as response:
+            data = response.read()
+        return json.loads(data) if response.headers.get_content_type() == "application/json" else data
+
+    def post(self, path: str, body: dict):
+        request = urllib.request.Request(
+            self.url + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read() or b"{}")
+
+    def run(self, prompt: dict, timeout: float = 600) -> dict:
+        status, body = self.post("/prompt", {"prompt": prompt, "client_id": "tora-test"})
+        assert status == 200, body
+        prompt_id = body["prompt_id"]
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            history = self.get(f"/history/{prompt_id}")
+            if prompt_id in history:  # written once execution has finished (success, error or interrupt)
+                return history[prompt_id]
+            time.sleep(0.5)
+        pytest.fail(f"prompt {prompt_id} did not finish in {timeout} s\n{self.log.read_text()[-3000:]}")
+
+
+def widget_names(info: dict) -> list[str]:
+    """widgets_values slots of a node type, from /object_info (same rules as the frontend)."""
+    names = []
+    for section in ("required", "optional"):
+        for name in info["input_order"].get(section, []):
+            kind, *rest = info["input"][section][name]
+            options = rest[0] if rest else {}
+            is_widget = isinstance(kind, list) or kind in WIDGET_KINDS
+            if not is_widget or options.get("forceInput"):
+                continue
+            names.append(name)
+            if options.get("control_after_generate") or (kind == "INT" and name in ("seed", "noise_seed")):
+                names.append(None)  # the frontend's "control after generate" value
+            if options.get("image_upload"):
+                names.append(None)  # the upload button's slot
+    return names
+
+
+def to_api(workflow: dict, object_info: dict) -> dict:
+    """UI-format workflow → API prompt (what the frontend's graphToPrompt produces for a plain graph)."""
+    links = {link[0]: link for link in workflow["links"]}
+    prompt = {}
+    for node in workflow["nodes"]:
+        if node["type"] not in object_info:  # frontend-only nodes (Note)
+            continue
+        names = widget_names(object_info[node["type"]])
+        inputs = {n: v for n, v in zip(names, node["widgets_values"], strict=True) if n is not None}
+        for socket_ in node["inputs"]:
+            if socket_["link"] is not None:
+                _, src, slot, *_ = links[socket_["link"]]
+                inputs[socket_["name"]] = [str(src), slot]
+        prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
+    return prompt
+
+
+def substitute_tiny(prompt: dict, i2v: bool) -> dict:
+    """Swap the real model files and sizes for the tiny models written into the base directory."""
+    for node in prompt.values():
+        inputs, kind = node["inputs"], node["class_type"]
+        if kind == "LoadToraModel":
+            inputs.update(model=f"tora/tiny_{'i2v' if i2v else 't2v'}.safetensors", vae="vae/tiny_vae/")
+        elif kind == "CLIPLoader":
+            node["class_type"] = "LoadToraTextEncoder"
+            node["inputs"] = {"text_encoder": "text_encoders/tiny_t5/", "tokens": TOKENS}
+        elif kind == "LoadImage":
+            inputs["image"] = "tora_start_image.png"
+        if kind in SIZE_NODES:
+            inputs.update(width=WIDTH, height=HEIGHT, frames=FRAMES)
+        if kind == "ToraSampler":
+            inputs["steps"] = STEPS
+        if kind == "TrajectoryPreview":
+            inputs["frames"] = FRAMES
+    return prompt
+
+
+def webp_frames(data: bytes) -> list[np.ndarray]:
+    from PIL import Image, ImageSequence
+
+    return [np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(Image.open(BytesIO(data)))]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    base = tmp_path_factory.mktemp("comfy_base")
+    python = ensure_venv()
+    (base / "custom_nodes").mkdir()
+    (base / "custom_nodes" / PACK_LINK_NAME).symlink_to(PACK_ROOT, target_is_directory=True)
+    write_tiny_models(base / "models")
+    (base / "input").mkdir()
+    write_start_image(base / "input" / "tora_start_image.png", WIDTH, HEIGHT)
+    srv = Server(base)
+    srv.start(python)
+    yield srv
+    srv.stop()
+
+
+def test_pack_loads_without_import_errors(server):
+    log = server.log.read_text()
+    assert f"IMPORT FAILED): {server.base / 'custom_nodes' / PACK_LINK_NAME}" not in log, log[-4000:]
+    object_info = server.get("/object_info")
+    assert set(OUR_IDS) <= set(object_info)
+    assert "tora/tiny_t2v.safetensors" in object_info["LoadToraModel"]["input"]["required"]["model"][0]
+    assert server.get("/extensions") is not None
+
+
+@pytest.mark.parametrize(
+    "name", sorted(p.stem for p in (PACK_ROOT / "example_workflows").glob("*.json")), ids=lambda n: n
+)
+def test_example_workflow_runs(server, name):
+    workflow = json.loads((PACK_ROOT / "example_workflows" / f"{name}.json").read_text())
+    object_info = server.get("/object_info")
+    prompt = substitute_tiny(to_api(workflow, object_info), i2v="i2v" in name)
+    entry = server.run(prompt)
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000]
+    saved = [
+        ref
+        for node_id, out in entry["outputs"].items()
+        if prompt[node_id]["class_type"] == "SaveAnimatedWEBP"
+        for ref in out["images"]
+    ]
+    assert len(saved) == 3
+    for ref in saved:
+        frames = webp_frames(server.get("/view?" + urllib.parse.urlencode(ref)))
+        assert len(frames) == FRAMES and frames[0].shape == (HEIGHT, WIDTH, 3)
+
+
+def test_invalid_frames_are_refused_with_a_clear_message(server):
+    workflow = json.loads((PACK_ROOT / "example_workflows" / "tora_t2v_preset_trajectory.json").read_text())
+    prompt = substitute_tiny(to_api(workflow, server.get("/object_info")), i2v=False)
+    sampler = next(n for n in prompt.values() if n["class_type"] == "ToraSampler")
+    sampler["inputs"]["frames"] = 10
+    entry = server.run(prompt)
+    assert entry["status"]["status_str"] == "error"
+    message = json.dumps(entry["status"]["messages"])
+    assert "4k+1" in message
