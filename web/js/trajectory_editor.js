@@ -23,6 +23,7 @@ import {
 const PALETTE = ["#ff5a5a", "#4dc3ff", "#ffd24d", "#6cf06c", "#d17dff", "#ff9a3c", "#3cffd8", "#ff6ad5"];
 const HIT_RADIUS = 8; // CSS px
 const PLAY_FPS = 8; // Tora's output frame rate
+const UNDO_LIMIT = 200;
 const round2 = (v) => Math.round(v * 100) / 100;
 
 export class TrajectoryEditor {
@@ -137,10 +138,15 @@ export class TrajectoryEditor {
 
   /** Apply `fn` as one undoable edit. */
   edit(fn) {
-    this.undoStack.push(this.snapshot());
-    this.redoStack = [];
+    this.pushUndo(this.snapshot());
     fn();
     this.changed();
+  }
+
+  pushUndo(snap) {
+    this.undoStack.push(snap);
+    if (this.undoStack.length > UNDO_LIMIT) this.undoStack.shift();
+    this.redoStack = [];
   }
 
   changed() {
@@ -378,8 +384,7 @@ export class TrajectoryEditor {
     const { before, moved } = this.drag;
     this.drag = null;
     if (!moved) return;
-    this.undoStack.push(before);
-    this.redoStack = [];
+    this.pushUndo(before);
     this.changed();
   }
 
@@ -427,6 +432,7 @@ export class TrajectoryEditor {
   /** Per-track per-frame positions, or null for a track that cannot be sampled (with the reason). */
   positions() {
     const problems = [];
+    if ((this.frames - 1) % 4 !== 0) problems.push(`frames ${this.frames} is not 4k+1 (5, 9, ..., 49): generation will refuse it`);
     const all = this.traj.tracks.map((t, i) => {
       if (t.kind === "path" && t.points.length < 2) {
         problems.push(`${t.name ?? `track ${i}`} needs a 2nd point (or use a hold point)`);

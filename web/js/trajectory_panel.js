@@ -16,7 +16,7 @@ export const HELP_ROWS = [
   ["Start, End, Easing", "when the selected track moves: frames start..end (empty end = last frame)"],
   ["Import", ".json (JSON v1, rescaled to this canvas) or official .txt (256 canvas, added as a track)"],
   ["Export .txt", "selected track, one line per frame, integers on the 256 canvas"],
-  ["?", "show / hide this help"],
+  ["? / Esc", "show / hide this help"],
 ];
 
 const CSS = `
