@@ -68,7 +68,7 @@ def _check_points(points: np.ndarray, height: int, width: int) -> np.ndarray:
         if bad.any():
             track, frame = (int(i) for i in np.argwhere(bad)[0])
             raise TrajectoryFormatError(
-                f"track {track}, frame {frame}, field '{name}': {values[track, frame]!r} is outside the frame "
+                f"track {track}, frame {frame}, field '{name}': {float(values[track, frame])} is outside the frame "
                 f"[0, {limit}]; resample the trajectory to this frame size ({width}x{height}) first"
             )
     return points
@@ -100,10 +100,19 @@ def sparse_displacements(points: np.ndarray, height: int, width: int) -> tuple[n
 
 def render_flow(points: np.ndarray, height: int, width: int) -> np.ndarray:
     """Spread displacement raster [F, H, W, 2] float32 for per-frame positions [N_tracks, F, 2] (pixels)."""
-    frame, row, col, dx, dy = sparse_displacements(points, height, width)
-    n_frames = np.asarray(points).shape[1]
+    n_frames = np.asarray(points).shape[1] if np.ndim(points) == 3 else 0
+    sparse = sparse_displacements(points, height, width)
+    return spread_displacements(*sparse, n_frames=n_frames, height=height, width=width)
+
+
+def spread_displacements(frame, row, col, dx, dy, n_frames: int, height: int, width: int) -> np.ndarray:
+    """Gaussian-spread a sparse raster (flat arrays, one entry per non-zero pixel) -> float32 [F, H, W, 2].
+
+    Equal to running OpenCV filter2D (99×99, σ = 10, centre 1, BORDER_REFLECT_101) on every frame of the dense
+    raster; each frame's blobs are summed in float64 over their bounding box, then stored as float32.
+    """
     flow = np.zeros((n_frames, height, width, 2), dtype=np.float32)  # [F, H, W, 2]
-    if frame.size == 0:
+    if len(frame) == 0:
         return flow
     fold_y, fold_x = folded_kernels(height), folded_kernels(width)  # [H, 99], [W, 99]
     for f in np.unique(frame):
