@@ -9,6 +9,8 @@ from .errors import CheckpointError, ConfigError, ToraError, TrajectoryFormatErr
 from .sampling import StepInfo, sample
 from .schedule import make_schedule
 from .transformer import ToraTransformer, build_transformer
+from .vae import SCALE, CogVideoXVAE, DiagonalGaussian, Tiling, VAEConfig
+from .vae_loading import load_vae
 
 __all__ = [
     "ToraConfig",
@@ -23,4 +25,10 @@ __all__ = [
     "StepInfo",
     "load_transformer",
     "read_state_dict",
+    "SCALE",
+    "CogVideoXVAE",
+    "DiagonalGaussian",
+    "Tiling",
+    "VAEConfig",
+    "load_vae",
 ]

@@ -1,0 +1,235 @@
+"""Loading the CogVideoX VAE from every layout a user may have, and the SAT ↔ diffusers name table.
+
+Source: `tora_spec.md` §7.2 (rename rules, verified on the two manifests), §7.3 (loader requirements), design.md
+"Checkpoints a user already has": SAT `3d-vae.pt` (`{'state_dict': ...}`), the `first_stage_model.` part of an
+official Tora SAT checkpoint (`{'module': ...}`), a diffusers `vae/` folder, or one safetensors file.
+
+Canonical names are diffusers' (`encoder.down_blocks.0.resnets.0.conv1.conv.weight`); SAT names are renamed with
+the explicit table below. Pickles are opened with `torch.load(weights_only=True, mmap=True)`; the model is built on
+the meta device and its parameters are the loaded tensors (`assign=True`), cast only if a dtype/device is asked for.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from .errors import CheckpointError, ConfigError
+from .vae import SCALE, CogVideoXVAE, VAEConfig
+
+logger = logging.getLogger(__name__)
+
+SAT_PREFIX = "first_stage_model."  # the VAE inside an official Tora SAT checkpoint's `module` dict
+
+# SAT -> diffusers, applied in order as regex substitutions (DFconv VAE_KEYS_RENAME_DICT; decoder.up.{k} is
+# handled separately because its index is reversed).
+SAT_TO_CANONICAL: tuple[tuple[str, str], ...] = (
+    (r"\.mid\.block_1\.", ".mid_block.resnets.0."),
+    (r"\.mid\.block_2\.", ".mid_block.resnets.1."),
+    (r"\.down\.", ".down_blocks."),
+    (r"\.block\.", ".resnets."),
+    (r"\.downsample\.", ".downsamplers.0."),
+    (r"\.upsample\.", ".upsamplers.0."),
+    (r"\.nin_shortcut\.", ".conv_shortcut."),
+)
+CANONICAL_TO_SAT: tuple[tuple[str, str], ...] = (
+    (r"\.mid_block\.resnets\.0\.", ".mid.block_1."),
+    (r"\.mid_block\.resnets\.1\.", ".mid.block_2."),
+    (r"\.down_blocks\.", ".down."),
+    (r"\.resnets\.", ".block."),
+    (r"\.downsamplers\.0\.", ".downsample."),
+    (r"\.upsamplers\.0\.", ".upsample."),
+    (r"\.conv_shortcut\.", ".nin_shortcut."),
+)
+_SAT_DROPPED = re.compile(r"^loss")  # the SAT file also carries the training loss / discriminator
+
+
+def _reverse_up(key: str, old: str, new: str, levels: int) -> str:
+    match = re.match(rf"decoder\.{old}\.(\d+)\.", key)
+    if match is None:
+        return key
+    return f"decoder.{new}.{levels - 1 - int(match[1])}." + key[match.end() :]
+
+
+def sat_key_to_canonical(key: str, levels: int = 4) -> str | None:
+    """SAT VAE name -> diffusers name; None for keys that are not part of the VAE (loss*)."""
+    if _SAT_DROPPED.match(key):
+        return None
+    key = _reverse_up(key, "up", "up_blocks", levels)
+    for pattern, repl in SAT_TO_CANONICAL:
+        key = re.sub(pattern, repl, key)
+    return key
+
+
+def canonical_key_to_sat(key: str, levels: int = 4) -> str:
+    """diffusers VAE name -> SAT name (the inverse of `sat_key_to_canonical` on VAE keys)."""
+    key = _reverse_up(key, "up_blocks", "up", levels)
+    for pattern, repl in CANONICAL_TO_SAT:
+        key = re.sub(pattern, repl, key)
+    return key
+
+
+def is_sat_layout(keys) -> bool:
+    return any(k.startswith(("encoder.down.", "decoder.up.")) or ".mid.block_" in k for k in keys)
+
+
+def to_canonical(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Strip the Tora prefix, rename SAT names, drop non-VAE entries; canonical input passes through."""
+    if any(k.startswith(SAT_PREFIX) for k in state_dict):
+        state_dict = {k[len(SAT_PREFIX) :]: v for k, v in state_dict.items() if k.startswith(SAT_PREFIX)}
+    if not is_sat_layout(state_dict):
+        return dict(state_dict)
+    ups = [int(m[1]) for k in state_dict if (m := re.match(r"decoder\.up\.(\d+)\.", k))]
+    levels = max(ups) + 1 if ups else 4
+    renamed = ((sat_key_to_canonical(k, levels), v) for k, v in state_dict.items())
+    return {k: v for k, v in renamed if k is not None}
+
+
+def read_vae_state_dict(path: Path) -> tuple[dict[str, Tensor], dict | None, str]:
+    """(raw state dict, diffusers config or None, format description) of a file or folder."""
+    if path.is_dir():
+        folder = path / "vae" if (path / "vae" / "config.json").is_file() else path
+        weights = sorted(folder.glob("diffusion_pytorch_model*.safetensors")) or sorted(
+            folder.glob("*.safetensors")
+        )
+        if not (folder / "config.json").is_file() or not weights:
+            raise CheckpointError(
+                f"{path} is a folder but not a diffusers VAE folder: expected config.json and "
+                "diffusion_pytorch_model.safetensors (or a vae/ subfolder holding them)"
+            )
+        config = json.loads((folder / "config.json").read_text())
+        sd: dict[str, Tensor] = {}
+        for file in weights:
+            sd.update(_read_safetensors(file))
+        return sd, config, f"diffusers folder {folder}"
+    if not path.is_file():
+        raise CheckpointError(
+            f"VAE checkpoint {path} does not exist; expected the SAT 3d-vae.pt, a Tora SAT .pt, a diffusers vae/ "
+            "folder or a .safetensors file (e.g. in ComfyUI/models/vae/)"
+        )
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path), None, "safetensors file"
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"cannot read {path} as a weights-only PyTorch checkpoint ({type(exc).__name__}: {exc}); "
+            "expected 3d-vae.pt, a Tora SAT .pt, or a .safetensors file"
+        ) from exc
+    for wrapper in ("state_dict", "module"):
+        if isinstance(obj, dict) and isinstance(obj.get(wrapper), Mapping):
+            return dict(obj[wrapper]), None, f"PyTorch checkpoint ['{wrapper}']"
+    if isinstance(obj, Mapping) and all(isinstance(v, Tensor) for v in obj.values()):
+        return dict(obj), None, "PyTorch state dict"
+    raise CheckpointError(f"{path} holds no state dict (no 'state_dict' or 'module' entry of tensors)")
+
+
+def _read_safetensors(path: Path) -> dict[str, Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"cannot read {path} as safetensors ({exc})") from exc
+
+
+def _config_from_diffusers(config: Mapping) -> VAEConfig:
+    channels = list(config.get("block_out_channels", (128, 256, 256, 512)))
+    if config.get("use_quant_conv") or config.get("use_post_quant_conv"):
+        raise CheckpointError(
+            "VAE configs with quant_conv/post_quant_conv are not CogVideoX-5B VAEs; not supported"
+        )
+    scaling = config.get("scaling_factor")
+    if scaling is not None and abs(scaling - SCALE) > 1e-6:
+        logger.warning("VAE config scaling_factor %s ignored: Tora latents use %s", scaling, SCALE)
+    return VAEConfig(
+        in_channels=config.get("in_channels", 3),
+        out_channels=config.get("out_channels", 3),
+        latent_channels=config.get("latent_channels", 16),
+        channels=channels[0],
+        channel_mult=tuple(c // channels[0] for c in channels),
+        layers_per_block=config.get("layers_per_block", 3),
+        norm_groups=config.get("norm_num_groups", 32),
+        norm_eps=config.get("norm_eps", 1e-6),
+        temporal_compression=int(config.get("temporal_compression_ratio", 4)),
+    )
+
+
+def config_from_state_dict(sd: Mapping[str, Tensor], norm_groups: int = 32) -> VAEConfig:
+    """Infer widths, depth and latent size from canonical names (norm groups cannot be seen in shapes)."""
+    try:
+        widths = []
+        while f"encoder.down_blocks.{len(widths)}.resnets.0.conv2.conv.weight" in sd:
+            widths.append(sd[f"encoder.down_blocks.{len(widths)}.resnets.0.conv2.conv.weight"].shape[0])
+        layers = len({k.split(".")[4] for k in sd if k.startswith("encoder.down_blocks.0.resnets.")})
+        return VAEConfig(
+            in_channels=sd["encoder.conv_in.conv.weight"].shape[1],
+            out_channels=sd["decoder.conv_out.conv.weight"].shape[0],
+            latent_channels=sd["decoder.conv_in.conv.weight"].shape[1],
+            channels=widths[0],
+            channel_mult=tuple(w // widths[0] for w in widths),
+            layers_per_block=layers,
+            norm_groups=norm_groups,
+            temporal_compression=2 ** min(2, len(widths) - 1),
+        )
+    except (KeyError, IndexError) as exc:
+        raise CheckpointError(f"state dict is not a CogVideoX VAE: missing {exc}") from exc
+    except ConfigError as exc:
+        raise CheckpointError(
+            f"cannot infer the VAE shape from the weights ({exc}); pass config=VAEConfig(...)"
+        ) from exc
+
+
+def load_vae(
+    source: str | Path | Mapping[str, Tensor],
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+    config: VAEConfig | None = None,
+) -> CogVideoXVAE:
+    """Build the VAE on the meta device and fill it from `source` (file, folder, or state dict, any layout).
+
+    dtype None keeps the checkpoint's floating dtype (the released weights are bf16); the model is in eval mode.
+    """
+    if isinstance(source, Mapping):
+        raw, file_config, where = dict(source), None, "state dict"
+    else:
+        raw, file_config, fmt = read_vae_state_dict(Path(source))
+        where = f"{source} ({fmt})"
+    sd = to_canonical(raw)
+    if config is None:
+        config = _config_from_diffusers(file_config) if file_config else config_from_state_dict(sd)
+    with torch.device("meta"):
+        model = CogVideoXVAE(config)
+    _check_keys(
+        model, sd, where, "SAT" if is_sat_layout(raw) or any(k.startswith(SAT_PREFIX) for k in raw) else ""
+    )
+    floats = {v.dtype for v in sd.values() if v.is_floating_point()}
+    target = dtype or (floats.pop() if len(floats) == 1 else torch.float32)
+    model.load_state_dict({k: v.to(device=device, dtype=target) for k, v in sd.items()}, assign=True)
+    return model.eval()
+
+
+def _check_keys(model: CogVideoXVAE, sd: Mapping[str, Tensor], where: str, layout: str) -> None:
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = sorted(set(expected) - set(sd))
+    unexpected = sorted(set(sd) - set(expected))
+    wrong = [
+        f"{k}: file {tuple(sd[k].shape)} vs model {expected[k]}"
+        for k in expected
+        if k in sd and tuple(sd[k].shape) != expected[k]
+    ]
+    if missing or unexpected or wrong:
+        layout = f" after renaming from the {layout} layout" if layout else ""
+        raise CheckpointError(
+            f"{where} does not fit the CogVideoX VAE ({model.config}){layout}: "
+            f"{len(missing)} missing {missing[:5]}, {len(unexpected)} unexpected {unexpected[:5]}, "
+            f"{len(wrong)} shape mismatches {wrong[:3]}. Is this a CogVideoX(-5B) VAE checkpoint?"
+        )
