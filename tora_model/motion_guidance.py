@@ -5,7 +5,7 @@ SAMPLED and multiplied by the latent scale 0.7) and §3 (the trajectory extracto
 features are computed once per generation instead of inside every network call, an exact optimisation). The step window
 (`start`/`end`) and `strength` are the per-run settings ComfyUI users know from other Tora packs.
 
-Layouts: flow RGB video uint8 [F, H, W, 3]; VAE input [1, 3, F, H, W] in [-1, 1]; motion latents [1, T, 16, H/8, W/8]
+Layouts: flow RGB video uint8 [F, H, W, 3] (F = 8k + 1); VAE input [1, 3, F, H, W] in [-1, 1]; motion latents [1, T, 16, H/8, W/8]
 with T = (F - 1) // 4 + 1; features: one tensor per transformer block, [(B·T), motion_channels, H/16, W/16] with B = 1.
 """
 
@@ -36,7 +36,7 @@ class MotionGuidance:
     features: tuple[
         torch.Tensor, ...
     ]  # one per transformer block, each [(B·T), motion_channels, h/2, w/2], B = 1
-    num_frames: int  # pixel frames F of the flow video (4k + 1)
+    num_frames: int  # pixel frames F of the flow video (8k + 1)
     height: int  # generation size in pixels the flow was rendered at
     width: int
     strength: float = 1.0  # multiplier on the fusers' modulation
@@ -157,7 +157,9 @@ def motion_from_trajectory(
 ) -> tuple[MotionGuidance, np.ndarray]:
     """Trajectory → per-frame points → Gaussian-spread flow → flow RGB → motion guidance; also returns the flow RGB."""
     # "auto": the official processing for trajectories read from official .txt files, smooth resampling otherwise.
-    points = resample(trajectory, num_frames, width, height, None if mode == "auto" else mode)  # [N_tracks, F, 2]
+    points = resample(
+        trajectory, num_frames, width, height, None if mode == "auto" else mode
+    )  # [N_tracks, F, 2]
     flow = render_flow(points, height, width)  # [F, H, W, 2] float32
     flow_rgb = flow_to_rgb(flow)  # [F, H, W, 3] uint8
     motion = motion_from_flow(

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 LATENT_CHANNELS = 16
 SPATIAL_MULTIPLE = 16  # VAE ×8 then 2×2 patches
+FRAME_STEP = 8  # pixel frames 8k + 1 ⇔ an odd number of latent frames (spec §1.5: 9, 11 or 13 latents)
 TRAINED_SIZE = (720, 480)  # width, height of the released weights (spec §1.5)
 
 
@@ -41,7 +42,7 @@ def latent_frames(num_frames: int) -> int:
 
 
 def check_generation_size(width: int, height: int, num_frames: int, *, warn: bool = True) -> None:
-    """Raise ConfigError unless width/height are multiples of 16 and num_frames = 4k + 1; warn off the trained size."""
+    """Raise ConfigError unless width/height are multiples of 16 and num_frames = 8k + 1; warn off the trained size."""
     problems = []
     for name, value in (("width", width), ("height", height)):
         if value < SPATIAL_MULTIPLE or value % SPATIAL_MULTIPLE:
@@ -50,10 +51,13 @@ def check_generation_size(width: int, height: int, num_frames: int, *, warn: boo
                 f"{name} must be a positive multiple of {SPATIAL_MULTIPLE}, got {value} "
                 f"(nearest valid: {lower} or {lower + SPATIAL_MULTIPLE})"
             )
-    if num_frames < 1 or (num_frames - 1) % 4:
-        lower = max(1, (num_frames - 1) // 4 * 4 + 1)
+    if num_frames < FRAME_STEP + 1 or (num_frames - 1) % FRAME_STEP:
+        lower = max(FRAME_STEP + 1, (num_frames - 1) // FRAME_STEP * FRAME_STEP + 1)
+        nearest = f"{lower} or {lower + FRAME_STEP}" if lower < num_frames else str(lower)
         problems.append(
-            f"num_frames must be 4k+1 (…, 41, 45, 49), got {num_frames} (nearest valid: {lower} or {lower + 4})"
+            f"num_frames must be 8k+1 (9, 17, 25, 33, 41, 49), got {num_frames} (nearest valid: {nearest}). The "
+            "latent frame count (num_frames - 1) / 4 + 1 must be odd: the CogVideoX VAE decodes an even number of "
+            "latent frames into 4·T frames instead of 4·T - 3 (the official demo allows 9, 11 or 13 latent frames)"
         )
     if problems:
         raise ConfigError("; ".join(problems))
@@ -123,8 +127,11 @@ def vae_tiling(vae, tiling: bool | str, latent_hw: tuple[int, int]) -> Tiling | 
 
 def decode_latents(vae, latents: torch.Tensor, *, tiling: bool | str = "auto") -> torch.Tensor:
     """Scaled latents [1, T, 16, h, w] → frames [F, H, W, 3] float32 in [0, 1] on the CPU (F = 4T − 3)."""
-    if latents.ndim != 5 or latents.shape[2] != LATENT_CHANNELS:
-        raise ConfigError(f"latents must be [B, T, {LATENT_CHANNELS}, h, w], got {tuple(latents.shape)}")
+    if latents.ndim != 5 or latents.shape[2] != LATENT_CHANNELS or latents.shape[1] % 2 == 0:
+        raise ConfigError(
+            f"latents must be [B, T, {LATENT_CHANNELS}, h, w] with an odd T (the VAE turns an even T into 4·T frames "
+            f"instead of 4·T - 3), got {tuple(latents.shape)}"
+        )
     param = next(vae.parameters())
     z = rearrange(latents, "b t c h w -> b c t h w").to(
         device=param.device, dtype=param.dtype

@@ -1,0 +1,502 @@
+"""Command line: `python -m tora_model generate …` (real weights) and `python -m tora_model demo` (tiny, random).
+
+Source: `tora_spec.md` §6.1 (the official SAT inference: 50 steps, CFG 6 with the dynamic schedule, all-zero
+unconditional text, 720×480, 49 frames, 8 fps; output frames rounded as ·255 + 0.5) and design.md "Outside ComfyUI".
+Nothing downloads: every model file is an explicit path, and a missing one names the flag, the path and where to get
+the file. Videos need the optional packages imageio + imageio-ffmpeg (.mp4) or imageio alone (.gif); PNG frames
+(`--frames-dir`) always work through OpenCV.
+
+Layouts: frames float32 [F, H, W, 3] in [0, 1] from the pipeline → uint8 [F, H, W, 3] RGB on disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from .config import ToraConfig
+from .errors import CheckpointError, ConfigError, ToraError, TrajectoryFormatError
+from .motion_guidance import motion_from_trajectory
+from .pipeline import check_generation_size, decode_latents, encode_image_latents, sample_latents
+from .trajectory import Track, Trajectory
+from .transformer import build_transformer
+from .vae import CogVideoXVAE, VAEConfig
+
+log = logging.getLogger("tora_model")
+
+TRANSFORMER_SOURCE = (
+    "get it from Hugging Face 'Alibaba-Research-Intelligence-Computing/Tora' (SAT: tora/t2v or tora/i2v/"
+    "mp_rank_00_model_states.pt) or 'Alibaba-Research-Intelligence-Computing/Tora_T2V_diffusers' (transformer/ folder)"
+)
+VAE_SOURCE = (
+    "get the CogVideoX-5B VAE from Hugging Face 'Alibaba-Research-Intelligence-Computing/Tora' (vae/3d-vae.pt) or "
+    "'Alibaba-Research-Intelligence-Computing/Tora_T2V_diffusers' (vae/ folder); the SAT Tora .pt file holds it too"
+)
+T5_SOURCE = (
+    "get T5 v1.1 XXL (encoder + tokenizer) from Hugging Face 'Alibaba-Research-Intelligence-Computing/Tora' "
+    "(t5-v1_1-xxl/ folder) or 'Alibaba-Research-Intelligence-Computing/Tora_T2V_diffusers' (text_encoder/ + tokenizer/)"
+)
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def to_uint8(frames: torch.Tensor) -> np.ndarray:
+    """Frames [F, H, W, 3] in [0, 1] → uint8, rounded like the official writer (·255 + 0.5, then truncated)."""
+    return (frames.float() * 255.0 + 0.5).clamp(0, 255).to(torch.uint8).cpu().numpy()
+
+
+def write_frames(frames: np.ndarray, folder: Path, prefix: str = "frame") -> list[Path]:
+    """uint8 RGB frames [F, H, W, 3] → folder/prefix_0000.png, … (OpenCV; no optional packages)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, frame in enumerate(frames):
+        path = folder / f"{prefix}_{i:04d}.png"
+        if not cv2.imwrite(str(path), np.ascontiguousarray(frame[..., ::-1])):  # OpenCV writes BGR
+            raise ConfigError(f"could not write {path}; check that the folder is writable")
+        paths.append(path)
+    return paths
+
+
+def missing_video_packages(suffix: str) -> list[str]:
+    """Optional packages a .mp4 (imageio + imageio-ffmpeg) or .gif (imageio) writer needs and does not find."""
+    needed = ["imageio", "imageio_ffmpeg"] if suffix == ".mp4" else ["imageio"]
+    return [name.replace("_", "-") for name in needed if importlib.util.find_spec(name) is None]
+
+
+def check_video_writer(path: Path) -> None:
+    """Refuse, before any work, a video path this installation cannot write, and say what to do instead."""
+    suffix = path.suffix.lower()
+    if suffix not in (".mp4", ".gif"):
+        raise ConfigError(
+            f"--out {path}: expected a .mp4 or .gif file name (or use --frames-dir DIR for PNG frames)"
+        )
+    missing = missing_video_packages(suffix)
+    if missing:
+        raise ConfigError(
+            f"--out {path}: writing {suffix} files needs the optional package(s) {', '.join(missing)}, which are not "
+            f"installed. Install them (pip install {' '.join(missing)}) or pass --frames-dir DIR to write PNG frames "
+            "instead."
+        )
+
+
+def write_video(frames: np.ndarray, path: Path, fps: int) -> None:
+    """uint8 RGB frames [F, H, W, 3] → .mp4 (H.264 via imageio-ffmpeg) or .gif (imageio)."""
+    import imageio.v2 as imageio  # optional dependency, checked by check_video_writer
+
+    check_video_writer(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".gif":
+        imageio.mimsave(path, list(frames), duration=1000 / fps, loop=0)
+        return
+    with imageio.get_writer(path, fps=fps, codec="libx264", quality=8, macro_block_size=1) as writer:
+        for frame in frames:
+            writer.append_data(frame)
+
+
+def require_path(flag: str, path: Path, what: str, source: str) -> Path:
+    """The path if it exists; otherwise a CheckpointError naming the flag, the path and where to get the file."""
+    if not path.exists():
+        raise CheckpointError(f"{flag} {path}: no such file or folder (expected {what}); {source}")
+    return path
+
+
+def load_image(path: Path) -> np.ndarray:
+    """An image file → float32 RGB [H, W, 3] in [0, 1]."""
+    if not path.is_file():
+        raise ConfigError(f"--image {path}: no such file (expected the I2V start image, e.g. a .png or .jpg)")
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)  # [H, W, 3] uint8 BGR
+    if image is None:
+        raise ConfigError(f"--image {path}: OpenCV cannot read this file as an image; use a .png or .jpg")
+    return image[..., ::-1].astype(np.float32) / 255.0
+
+
+def load_trajectory(paths: list[Path]):
+    """One .json/.txt file, or several official .txt files (one track each, like the official --point_path)."""
+    from .trajectory import load_official_txt, load_trajectory_file
+
+    for path in paths:
+        if not path.is_file():
+            raise TrajectoryFormatError(
+                f"--trajectory {path}: no such file (expected a trajectory .json from the canvas, or official .txt)"
+            )
+    if len(paths) == 1:
+        return load_trajectory_file(paths[0])
+    if any(p.suffix.lower() != ".txt" for p in paths):
+        raise TrajectoryFormatError(
+            "--trajectory: several files must all be official .txt files (one track each)"
+        )
+    return load_official_txt(paths)
+
+
+def load_prompt_embeds(path: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A .safetensors/.pt file with 'prompt_embeds' [1, L, D] and optionally 'negative_prompt_embeds'."""
+    require_path("--prompt-embeds", path, "a .safetensors file with a 'prompt_embeds' tensor [1, L, D]", "")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        tensors = load_file(path)
+    else:
+        tensors = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(tensors, dict) or "prompt_embeds" not in tensors:
+        raise ConfigError(f"--prompt-embeds {path}: expected a dict with a 'prompt_embeds' tensor [1, L, D]")
+    return tensors["prompt_embeds"], tensors.get("negative_prompt_embeds")
+
+
+def _step_logger(every: int = 1) -> Callable[[int, int, torch.Tensor], None]:
+    def progress(step: int, total: int, x0: torch.Tensor) -> None:
+        if (step + 1) % every == 0 or step + 1 == total:
+            log.info("step %d/%d", step + 1, total)
+
+    return progress
+
+
+def _sampling_settings(args: argparse.Namespace) -> dict:
+    """The `sample_latents` keywords that come straight from the command line."""
+    names = ("width", "height", "num_frames", "steps", "cfg", "dynamic_cfg", "sampler")
+    return {name: getattr(args, name) for name in names}
+
+
+def _write_outputs(frames: torch.Tensor, out: Path | None, frames_dir: Path | None, fps: int) -> None:
+    pixels = to_uint8(frames)  # [F, H, W, 3]
+    if frames_dir is not None:
+        write_frames(pixels, frames_dir)
+        log.info("wrote %d PNG frames to %s", len(pixels), frames_dir)
+    if out is not None:
+        write_video(pixels, out, fps)
+        log.info("wrote %s (%d frames, %d fps)", out, len(pixels), fps)
+
+
+# ---------------------------------------------------------------------------------------------------- generate
+
+
+def _device_and_dtype(args: argparse.Namespace) -> tuple[torch.device, torch.dtype]:
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = DTYPES[args.dtype] if args.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    return device, dtype
+
+
+def _check_generate_args(args: argparse.Namespace) -> None:
+    """Everything that can be refused before any file is read or any model is built."""
+    if args.out is None and args.frames_dir is None:
+        raise ConfigError(
+            "give --out VIDEO.mp4 and/or --frames-dir DIR: there is nowhere to write the result"
+        )
+    if args.out is not None:
+        check_video_writer(args.out)
+    if args.t5 is not None and not args.prompt:
+        raise ConfigError('--t5 needs a --prompt "..." to encode')
+    check_generation_size(args.width, args.height, args.num_frames, warn=False)
+    require_path(
+        "--transformer", args.transformer, "a Tora transformer checkpoint file or folder", TRANSFORMER_SOURCE
+    )
+    if args.motion_modules is not None:
+        require_path(
+            "--motion-modules",
+            args.motion_modules,
+            "a folder with fuser/ and traj_extractor/",
+            TRANSFORMER_SOURCE,
+        )
+    require_path("--vae", args.vae, "a CogVideoX VAE file or folder", VAE_SOURCE)
+    if args.t5 is not None:
+        require_path("--t5", args.t5, "a T5 v1.1 XXL folder with the encoder and tokenizer", T5_SOURCE)
+    if args.t5_tokenizer is not None:
+        require_path("--t5-tokenizer", args.t5_tokenizer, "a T5 tokenizer folder (spiece.model)", T5_SOURCE)
+    if args.image is not None and not args.image.is_file():
+        raise ConfigError(
+            f"--image {args.image}: no such file (expected the I2V start image, e.g. a .png or .jpg)"
+        )
+
+
+def _text_embeddings(args: argparse.Namespace, device: torch.device, dtype: torch.dtype):
+    """(cond [1, L, D], uncond [1, L, D] or None) from --prompt-embeds, or from --t5 + --prompt."""
+    if args.prompt_embeds is not None:
+        return load_prompt_embeds(args.prompt_embeds)
+    from .text import T5TextEncoder, encode_prompt
+
+    t5_dtype = torch.bfloat16 if dtype == torch.float16 else dtype  # T5 v1.1 overflows in float16
+    encoder = T5TextEncoder.load(args.t5, tokenizer=args.t5_tokenizer, dtype=t5_dtype, device=device)
+    cond, uncond = encode_prompt(
+        encoder, args.prompt, args.negative_prompt
+    )  # uncond all zeros without a negative
+    del encoder  # T5-XXL leaves the device before the transformer is loaded
+    return cond, uncond
+
+
+def run_generate(args: argparse.Namespace) -> None:
+    from .checkpoints import load_transformer
+    from .vae_loading import load_vae
+
+    _check_generate_args(args)
+    trajectory = load_trajectory(args.trajectory) if args.trajectory else None
+    image = load_image(args.image) if args.image is not None else None
+    device, dtype = _device_and_dtype(args)
+    cond, uncond = _text_embeddings(args, device, dtype)
+    model = load_transformer(args.transformer, dtype=dtype, device=device, motion_source=args.motion_modules)
+    vae = load_vae(args.vae, dtype=dtype, device=device)
+    tiling = {"auto": "auto", "on": True, "off": False}[args.vae_tiling]
+    generator = torch.Generator("cpu").manual_seed(args.seed)
+    size = dict(width=args.width, height=args.height, num_frames=args.num_frames)
+    # Official order of random draws (spec §6.1): start image, then flow latents, then the initial noise.
+    image_latents = None
+    if image is not None:
+        image_latents = encode_image_latents(vae, image, generator=generator, **size)
+    motion = None
+    if trajectory is not None:
+        motion, _ = motion_from_trajectory(
+            model,
+            vae,
+            trajectory,
+            mode=args.trajectory_mode,
+            generator=generator,
+            strength=args.motion_strength,
+            start=args.motion_start,
+            end=args.motion_end,
+            tiling=tiling,
+            **size,
+        )
+    latents = sample_latents(
+        model,
+        text_embeds=cond,
+        uncond_embeds=uncond,
+        generator=generator,
+        motion=motion,
+        image_latents=image_latents,
+        progress=_step_logger(),
+        **_sampling_settings(args),
+    )
+    _write_outputs(decode_latents(vae, latents, tiling=tiling), args.out, args.frames_dir, args.fps)
+
+
+# ---------------------------------------------------------------------------------------------------- demo
+
+
+def build_demo_models(seed: int = 0, i2v: bool = False) -> tuple[torch.nn.Module, CogVideoXVAE]:
+    """Tiny transformer (`tiny` / `tiny_i2v` preset) and tiny VAE with seeded random weights, CPU float32.
+
+    The fusers' temporal convs are zero at initialisation (the fuser is the identity until trained); they get small
+    random values here so the trajectory actually changes the output. The global RNG is left as it was.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_transformer(ToraConfig.preset("tiny_i2v" if i2v else "tiny"))
+        for fuser in model.fuser:
+            for conv in (fuser.flow_gamma_temporal, fuser.flow_beta_temporal):
+                torch.nn.init.normal_(conv.weight, std=0.05)
+        vae = CogVideoXVAE(VAEConfig.preset("tiny")).eval()
+    return model, vae
+
+
+def demo_trajectory() -> Trajectory:
+    """Two tracks on the official 256×256 canvas: a smooth S-curve and a short straight push."""
+    return Trajectory(
+        256,
+        256,
+        (
+            Track(points=((40.0, 70.0), (110.0, 40.0), (150.0, 130.0), (220.0, 190.0))),
+            Track(points=((60.0, 210.0), (130.0, 170.0)), interpolation="linear"),
+        ),
+    )
+
+
+def _save_demo_models(model: torch.nn.Module, vae: CogVideoXVAE, folder: Path) -> tuple[Path, Path]:
+    """Write the tiny models as a canonical transformer .safetensors and a diffusers-style vae/ folder."""
+    from safetensors.torch import save_file
+
+    transformer_path = folder / "transformer.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, transformer_path)
+    vae_folder = folder / "vae"
+    vae_folder.mkdir()
+    cfg = vae.config
+    config = {
+        "in_channels": cfg.in_channels,
+        "out_channels": cfg.out_channels,
+        "latent_channels": cfg.latent_channels,
+        "block_out_channels": list(cfg.block_channels),
+        "layers_per_block": cfg.layers_per_block,
+        "norm_num_groups": cfg.norm_groups,
+        "norm_eps": cfg.norm_eps,
+        "temporal_compression_ratio": cfg.temporal_compression,
+        "scaling_factor": 0.7,
+    }
+    (vae_folder / "config.json").write_text(json.dumps(config, indent=1))
+    save_file(
+        {k: v.contiguous() for k, v in vae.state_dict().items()},
+        vae_folder / "diffusion_pytorch_model.safetensors",
+    )
+    return transformer_path, vae_folder
+
+
+DEMO_PROMPT = "a red ball rolls along a curved path on the grass"
+
+
+def _demo_text(config: ToraConfig, folder: Path, seed: int) -> torch.Tensor:
+    """Encode DEMO_PROMPT with a tiny random T5 (width text_dim) and a word-level tokenizer, saved and loaded back."""
+    from transformers import T5Config, T5EncoderModel, T5Tokenizer
+    from transformers.utils import logging as transformers_logging
+
+    from .text import T5TextEncoder, encode_prompt
+
+    transformers_logging.disable_progress_bar()  # a demo process: bars for a 20 kB model are only noise
+
+    words = sorted(set(DEMO_PROMPT.split()))
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)] + [(f"▁{w}", -3.0) for w in words]
+    t5_config = T5Config(
+        vocab_size=len(vocab),
+        d_model=config.text_dim,
+        d_kv=8,
+        d_ff=2 * config.text_dim,
+        num_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        feed_forward_proj="gated-gelu",
+        is_encoder_decoder=False,
+        use_cache=False,
+        tie_word_embeddings=False,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        T5EncoderModel(t5_config).save_pretrained(folder)
+    T5Tokenizer(vocab=vocab, extra_ids=0).save_pretrained(folder)
+    encoder = T5TextEncoder.load(folder, dtype=torch.float32, max_length=config.max_text_len)
+    cond, _ = encode_prompt(encoder, DEMO_PROMPT)
+    log.info("text: %r encoded by a tiny random T5 (built locally) → %s", DEMO_PROMPT, tuple(cond.shape))
+    return cond
+
+
+def _write_preview(pixels: np.ndarray, out: Path, name: str, fps: int) -> None:
+    """PNG frames always; a video too when the optional writer is installed (.mp4, else .gif)."""
+    write_frames(pixels, out / name, prefix=name)
+    log.info("wrote %d PNG frames to %s", len(pixels), out / name)
+    for suffix in (".mp4", ".gif"):
+        missing = missing_video_packages(suffix)
+        if missing:
+            log.info("no %s%s: optional package(s) %s not installed", name, suffix, ", ".join(missing))
+            continue
+        write_video(pixels, out / f"{name}{suffix}", fps)
+        log.info("wrote %s", out / f"{name}{suffix}")
+        return
+
+
+def run_demo(args: argparse.Namespace) -> None:
+    from .checkpoints import load_transformer
+    from .vae_loading import load_vae
+
+    log.warning("DEMO: tiny models with RANDOM weights — the output is noise, not a real video")
+    size = dict(width=args.width, height=args.height, num_frames=args.num_frames)
+    check_generation_size(**size, warn=False)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="tora_demo_") as tmp:
+        paths = _save_demo_models(*build_demo_models(args.seed), Path(tmp))
+        log.info("tiny random models written to %s and loaded back", tmp)
+        model = load_transformer(paths[0])
+        vae = load_vae(paths[1])
+        cond = _demo_text(model.config, Path(tmp) / "t5", args.seed)
+    generator = torch.Generator("cpu").manual_seed(args.seed)
+    motion, flow_rgb = motion_from_trajectory(model, vae, demo_trajectory(), generator=generator, **size)
+    _write_preview(flow_rgb, out, "flow", args.fps)
+    latents = sample_latents(
+        model,
+        text_embeds=cond,
+        generator=generator,
+        motion=motion,
+        progress=_step_logger(),
+        **_sampling_settings(args),
+    )
+    _write_preview(to_uint8(decode_latents(vae, latents)), out, "video", args.fps)
+    log.warning("DEMO finished: outputs in %s — random weights, so the video is noise by design", out)
+
+
+# ---------------------------------------------------------------------------------------------------- entry
+
+
+def _add_generate_args(p: argparse.ArgumentParser) -> None:
+    files = p.add_argument_group("model files (explicit paths; nothing downloads)")
+    files.add_argument(
+        "--transformer", type=Path, required=True, help="Tora transformer: SAT .pt, diffusers folder"
+    )
+    files.add_argument(
+        "--motion-modules", type=Path, help="kijai CogVideoX-5b-Tora folder (fuser/, traj_extractor/)"
+    )
+    files.add_argument(
+        "--vae", type=Path, required=True, help="CogVideoX VAE: 3d-vae.pt, vae/ folder, .safetensors"
+    )
+    text = files.add_mutually_exclusive_group(required=True)
+    text.add_argument(
+        "--t5", type=Path, help="T5 v1.1 XXL: folder (encoder + tokenizer), or SAT .pt / .safetensors"
+    )
+    text.add_argument(
+        "--prompt-embeds", type=Path, help="precomputed T5 embeddings (.safetensors 'prompt_embeds')"
+    )
+    files.add_argument(
+        "--t5-tokenizer", type=Path, help="T5 tokenizer folder, when --t5 is a single weights file"
+    )
+    p.add_argument("--prompt", help="text prompt (needs --t5)")
+    p.add_argument(
+        "--negative-prompt", help="negative prompt (default: all-zero unconditional context, as SAT)"
+    )
+    p.add_argument("--image", type=Path, help="start image for the I2V model")
+    p.add_argument("--trajectory", type=Path, nargs="+", help="trajectory .json, or official .txt file(s)")
+    p.add_argument("--trajectory-mode", choices=("auto", "smooth", "official"), default="auto")
+    p.add_argument("--motion-strength", type=float, default=1.0)
+    p.add_argument("--motion-start", type=float, default=0.0, help="fraction of steps where motion starts")
+    p.add_argument("--motion-end", type=float, default=1.0, help="fraction of steps where motion ends")
+    _add_sampling_args(p, width=720, height=480, frames=49, steps=50)
+    p.add_argument(
+        "--dtype", choices=sorted(DTYPES), help="network dtype (default bf16 on CUDA, fp32 on CPU)"
+    )
+    p.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda if available)")
+    p.add_argument("--vae-tiling", choices=("auto", "on", "off"), default="auto")
+    p.add_argument("--out", type=Path, help="output video (.mp4 needs imageio-ffmpeg; .gif needs imageio)")
+    p.add_argument("--frames-dir", type=Path, help="also (or only) write PNG frames here")
+
+
+def _add_sampling_args(
+    p: argparse.ArgumentParser, *, width: int, height: int, frames: int, steps: int
+) -> None:
+    p.add_argument("--width", type=int, default=width)
+    p.add_argument("--height", type=int, default=height)
+    p.add_argument("--num-frames", type=int, default=frames, help="8k+1 pixel frames (9, 17, 25, 33, 41, 49)")
+    p.add_argument("--steps", type=int, default=steps)
+    p.add_argument(
+        "--cfg", type=float, default=6.0, help="CFG scale (the dynamic schedule's scale by default)"
+    )
+    p.add_argument("--no-dynamic-cfg", dest="dynamic_cfg", action="store_false", help="constant CFG weight")
+    p.add_argument("--sampler", choices=("dpmpp_2m_sde", "ddim"), default="dpmpp_2m_sde")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--fps", type=int, default=8)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m tora_model", description=__doc__.split("\n")[0])
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_generate_args(sub.add_parser("generate", help="generate a video with the released weights"))
+    demo = sub.add_parser("demo", help="tiny random models, whole pipeline on the CPU (output is noise)")
+    demo.add_argument("--out", type=Path, default=Path("tora_demo"), help="output folder")
+    _add_sampling_args(demo, width=96, height=64, frames=17, steps=8)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(message)s"
+    )
+    started = time.perf_counter()
+    try:
+        (run_generate if args.command == "generate" else run_demo)(args)
+    except ToraError as err:
+        log.error("%s", err)
+        return 2
+    log.info("done in %.1f s", time.perf_counter() - started)
+    return 0
