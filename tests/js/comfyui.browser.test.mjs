@@ -2,6 +2,8 @@
 // and keyboard events. Needs a running ComfyUI with this pack installed:
 //   TORA_COMFYUI_URL=http://127.0.0.1:8188 node --test tests/js/comfyui.browser.test.mjs
 // (recipe: ../shared/reference/comfyui.md part B). Skipped when TORA_COMFYUI_URL is unset.
+// TORA_COMFYUI_VUE=1 adds the Vue node renderer ("Nodes 2.0"); frontend 1.27.10 renders no DOM widget
+// there at all (comfyui.md A.3), 1.58.1 does.
 // Screenshot: /tmp/tora_comfyui_frontend.png.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
@@ -22,6 +24,10 @@ before(async () => {
   page = browser.page;
   await page.goto(BASE);
   await page.waitForFunction(() => window.app?.graph && window.LiteGraph?.registered_node_types?.TrajectoryCanvas, null, { timeout: 60000 });
+  // Classic LiteGraph rendering first (the setting persists in the server's user dir between runs).
+  await page.evaluate(async () => {
+    await app.extensionManager?.setting?.set("Comfy.VueNodes.Enabled", false);
+  });
   ids = await page.evaluate(() => {
     app.graph.clear();
     const load = LiteGraph.createNode("LoadImage");
@@ -48,7 +54,7 @@ const lastTrack = async () => {
   const text = await trajectoryText(); // "" until the first edit when the node's default is empty
   return text ? (JSON.parse(text).tracks.at(-1)?.points ?? []) : [];
 };
-const nodeValues = () => page.evaluate((id) => JSON.parse(JSON.stringify(app.graph.serialize())).nodes.find((n) => n.id === id).widgets_values, ids.canvas);
+const nodeValues = () => page.evaluate((id) => JSON.parse(JSON.stringify(app.graph.serialize())).nodes.find((n) => String(n.id) === String(id)).widgets_values, ids.canvas); // ids are strings in newer frontends
 
 test("editor replaces the raw STRING widget and shows the linked LoadImage picture", { skip }, async () => {
   const info = await page.evaluate((id) => {
@@ -114,4 +120,27 @@ test("save -> loadGraphData round-trips; zoomed drag and width change keep canva
 test("after a run the node's returned background is shown", { skip: skip || (process.env.TORA_COMFYUI_EXECUTE === "0" && "TORA_COMFYUI_EXECUTE=0") }, async () => {
   await page.evaluate(() => app.queuePrompt(0, 1));
   await page.waitForFunction(() => document.querySelector(".tora-ed")?.dataset.background?.includes("type=temp"), null, { timeout: 60000 });
+});
+
+test("Vue node renderer: the editor is the node's DOM widget and edits the same value", { skip: skip || (process.env.TORA_COMFYUI_VUE !== "1" && "TORA_COMFYUI_VUE not set") }, async () => {
+  await page.evaluate(async () => {
+    await app.extensionManager.setting.set("Comfy.VueNodes.Enabled", true);
+  });
+  ids.canvas = await page.evaluate(() => {
+    app.graph.clear();
+    const node = LiteGraph.createNode("TrajectoryCanvas");
+    node.pos = [380, 40];
+    app.graph.add(node);
+    node.setSize([620, 640]);
+    app.canvas.ds.scale = 1;
+    app.canvas.ds.offset = [0, 0];
+    app.graph.setDirtyCanvas(true, true);
+    return node.id;
+  });
+  await page.locator(".tora-ed canvas").waitFor({ state: "visible" });
+  assert.equal(await page.evaluate(() => [...document.querySelectorAll("textarea")].filter((t) => t.offsetParent !== null).length), 0);
+  await page.getByRole("button", { name: "+ Path" }).click();
+  for (const [x, y] of [[100, 380], [300, 120], [600, 300]]) await page.mouse.click(...(await canvasPoint(page, x, y)));
+  assertNear(await lastTrack(), [[100, 380], [300, 120], [600, 300]], "Vue mode track", 2.5);
+  await page.screenshot({ path: "/tmp/tora_comfyui_vue.png" });
 });
