@@ -1,0 +1,144 @@
+"""`python -m tora_model`: the tiny demo end to end in a subprocess, `generate` on tiny model files, and its errors."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from tora_model.cli import _save_demo_models, build_demo_models, demo_trajectory, main, to_uint8
+from tora_model.motion_guidance import motion_from_trajectory
+from tora_model.pipeline import decode_latents, sample_latents
+
+REPO = Path(__file__).resolve().parents[1]
+SIZE = ["--width", "32", "--height", "32", "--num-frames", "9", "--steps", "2"]
+
+
+def _png_frames(folder: Path) -> np.ndarray:
+    paths = sorted(folder.glob("*.png"))
+    return np.stack([cv2.imread(str(p), cv2.IMREAD_COLOR)[..., ::-1] for p in paths])  # [F, H, W, 3] RGB
+
+
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory):
+    """Tiny random transformer (.safetensors), VAE (diffusers folder), prompt embeddings and a trajectory file."""
+    folder = tmp_path_factory.mktemp("tiny_models")
+    model, vae = build_demo_models(seed=4)
+    transformer, vae_folder = _save_demo_models(model, vae, folder)
+    embeds = folder / "prompt.safetensors"
+    save_file({"prompt_embeds": torch.randn(1, 16, 32, generator=torch.Generator().manual_seed(5))}, embeds)
+    trajectory = folder / "trajectory.json"
+    trajectory.write_text(demo_trajectory().to_json_string())
+    return dict(
+        transformer=transformer, vae=vae_folder, embeds=embeds, trajectory=trajectory, models=(model, vae)
+    )
+
+
+def _generate_args(files: dict, **overrides) -> list[str]:
+    flags = {
+        "--transformer": files["transformer"],
+        "--vae": files["vae"],
+        "--prompt-embeds": files["embeds"],
+        "--trajectory": files["trajectory"],
+        **overrides,
+    }
+    args = ["generate", *SIZE, "--seed", "7"]
+    for flag, value in flags.items():
+        if value is not None:
+            args += [flag, str(value)]
+    return args
+
+
+def test_demo_runs_end_to_end_and_writes_valid_outputs(tmp_path):
+    out = tmp_path / "demo"
+    result = subprocess.run(
+        [sys.executable, "-m", "tora_model", "demo", "--out", str(out), *SIZE],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "RANDOM weights" in result.stderr and "noise" in result.stderr
+    assert "tiny random T5" in result.stderr
+    video, flow = _png_frames(out / "video"), _png_frames(out / "flow")
+    assert video.shape == (9, 32, 32, 3) and flow.shape == (9, 32, 32, 3)
+    assert video.std() > 1.0  # random weights: noise, but not a constant image
+    assert (flow[0] == 255).all() and (flow[1:] != 255).any()  # frame 0 carries no motion; later frames do
+    if importlib.util.find_spec("imageio") is not None:
+        import imageio.v2 as imageio
+
+        suffix = ".mp4" if importlib.util.find_spec("imageio_ffmpeg") is not None else ".gif"
+        assert len(imageio.mimread(out / f"video{suffix}")) == 9
+
+
+def test_generate_writes_the_pipeline_result(model_files, tmp_path):
+    frames_dir = tmp_path / "frames"
+    assert main(_generate_args(model_files, **{"--frames-dir": frames_dir})) == 0
+    written = _png_frames(frames_dir)
+
+    # The same run through the library: one CPU generator, flow latents drawn before the initial noise.
+    model, vae = model_files["models"]
+    generator = torch.Generator().manual_seed(7)
+    motion, _ = motion_from_trajectory(
+        model, vae, demo_trajectory(), num_frames=9, width=32, height=32, generator=generator
+    )
+    text = torch.randn(1, 16, 32, generator=torch.Generator().manual_seed(5))
+    latents = sample_latents(
+        model,
+        text_embeds=text,
+        width=32,
+        height=32,
+        num_frames=9,
+        steps=2,
+        generator=generator,
+        motion=motion,
+    )
+    np.testing.assert_array_equal(written, to_uint8(decode_latents(vae, latents)))
+
+
+@pytest.mark.parametrize(
+    ("flag", "expected"),
+    [
+        (
+            "--transformer",
+            r"--transformer .*missing\.pt: no such file or folder .*Alibaba-Research-Intelligence",
+        ),
+        ("--vae", r"--vae .*missing\.pt: no such file or folder .*3d-vae\.pt"),
+        ("--trajectory", r"--trajectory .*missing\.pt: no such file"),
+        ("--image", r"--image .*missing\.pt: no such file"),
+        ("--t5", r"--t5 .*missing\.pt: no such file or folder .*t5-v1_1-xxl"),
+    ],
+)
+def test_missing_files_name_flag_path_and_source(model_files, tmp_path, caplog, flag, expected):
+    missing = tmp_path / "missing.pt"
+    overrides = {flag: missing, "--frames-dir": tmp_path / "frames"}
+    if flag == "--t5":
+        overrides.update({"--prompt-embeds": None, "--prompt": "a cat"})
+    with caplog.at_level(logging.ERROR, logger="tora_model"):
+        assert main(_generate_args(model_files, **overrides)) == 2
+    assert re.search(expected, caplog.text), caplog.text
+    assert not (tmp_path / "frames").exists()  # refused before any work
+
+
+def test_output_errors_are_clear(model_files, tmp_path, caplog):
+    with caplog.at_level(logging.ERROR, logger="tora_model"):
+        assert main(_generate_args(model_files)) == 2
+        assert "give --out VIDEO.mp4 and/or --frames-dir DIR" in caplog.text
+        assert main(_generate_args(model_files, **{"--out": tmp_path / "video.avi"})) == 2
+        assert "expected a .mp4 or .gif" in caplog.text
+        assert main(_generate_args(model_files, **{"--num-frames": "13", "--frames-dir": tmp_path})) == 2
+        assert "8k+1" in caplog.text
+    if importlib.util.find_spec("imageio_ffmpeg") is None:
+        with caplog.at_level(logging.ERROR, logger="tora_model"):
+            assert main(_generate_args(model_files, **{"--out": tmp_path / "video.mp4"})) == 2
+        assert "imageio-ffmpeg" in caplog.text and "--frames-dir DIR" in caplog.text
