@@ -221,6 +221,18 @@ def test_kijai_split_layout_loads_bit_exact(reference, tmp_path):
     assert_same_model(load_transformer(folder / "transformer", motion_source=folder), model, sd)
 
 
+def test_kijai_folder_with_the_transformer_files_at_its_root(tmp_path):
+    model = random_model("tiny")
+    sd = clone_state_dict(model)
+    folder = save_kijai(sd, tmp_path / "CogVideoX-5b-Tora")
+    (folder / "transformer" / "diffusion_pytorch_model.safetensors").rename(
+        folder / "diffusion_pytorch_model.safetensors"
+    )
+    (folder / "transformer").rmdir()
+    assert inspect_checkpoint(folder).format.startswith("third-party split layout")
+    assert_same_model(load_transformer(folder), model, sd, forward=False)
+
+
 def test_bf16_cast_keeps_integer_buffers_and_batchnorm_statistics(reference, tmp_path):
     model, sd = reference
     save_file(sd, tmp_path / "tora.safetensors")
@@ -345,6 +357,14 @@ def test_folder_without_weights_lists_what_it_looked_for(tmp_path):
         load_transformer(tmp_path)
     for name in ("diffusion_pytorch_model.safetensors.index.json", "mp_rank_00_model_states.pt", "fuser/"):
         assert name in str(err.value)
+
+
+def test_folder_above_the_sat_folders_names_them(tmp_path):
+    for variant in ("t2v", "i2v"):
+        (tmp_path / variant).mkdir()
+        (tmp_path / variant / "mp_rank_00_model_states.pt").write_bytes(b"PK\x03\x04")
+    with pytest.raises(CheckpointError, match=r"pick one: \['i2v/mp_rank_00_model_states.pt', 't2v/"):
+        load_transformer(tmp_path)
 
 
 def test_missing_shard_is_named(tmp_path):

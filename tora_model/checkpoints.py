@@ -22,7 +22,6 @@ Safetensors data is little-endian, as is every platform torch ships for.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import json
 import logging
 import math
@@ -72,9 +71,9 @@ _SAFETENSORS_DTYPES = {
 _MAX_HEADER_BYTES = 100 * 2**20
 _ZIP_MAGIC = b"PK\x03\x04"
 _MADV_DONTNEED = 4  # Linux value
-_LIBC = (
-    ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True) if sys.platform.startswith("linux") else None
-)
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None  # symbols of libc
+if _LIBC is not None:
+    _LIBC.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
 _PICKLE_PROTO = b"\x80"
 
 
@@ -268,14 +267,14 @@ def _forget_mapped_pages(tensor: torch.Tensor) -> None:
 class _LazyStateDict(Mapping):
     """Read-only mapping that reads a tensor from disk each time it is looked up."""
 
-    def __init__(self, source: TensorSource, prefix: str = "") -> None:
-        self._source, self._prefix = source, prefix
-        self._keys = [k[len(prefix) :] for k in source.keys() if k.startswith(prefix)]
+    def __init__(self, source: TensorSource) -> None:
+        self._source = source
+        self._keys = dict.fromkeys(source.keys())
 
     def __getitem__(self, key: str) -> torch.Tensor:
         if key not in self._keys:
             raise KeyError(key)
-        return self._source.read(self._prefix + key)
+        return self._source.read(key)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._keys)
@@ -473,27 +472,35 @@ def _kijai_checkpoint(base: Checkpoint, motion_folder: Path) -> Checkpoint:
     )
 
 
+def _diffusers_checkpoint(folder: Path) -> Checkpoint | None:
+    files = _safetensors_folder(folder)
+    if files is None:
+        return None
+    container = f"{len(files)} safetensors shard(s)" if len(files) > 1 else "single safetensors"
+    return _checkpoint_from_source(SafetensorsSource(files), str(folder), container)
+
+
 def _folder_checkpoint(folder: Path) -> Checkpoint:
-    looked = [DIFFUSERS_INDEX, DIFFUSERS_FILE, "transformer/", SAT_FILE, "fuser/ + traj_extractor/"]
     if (folder / "fuser").is_dir() and (folder / "traj_extractor").is_dir():
         for base in (folder / "transformer", folder):
-            if _safetensors_folder(base) is not None:
-                return _kijai_checkpoint(_folder_checkpoint(base), folder)
+            if (checkpoint := _diffusers_checkpoint(base)) is not None:
+                return _kijai_checkpoint(checkpoint, folder)
         raise CheckpointError(
             f"{folder} holds the split Tora modules (fuser/, traj_extractor/) but no CogVideoX-5B transformer: looked "
-            f"for {folder / 'transformer'}/{DIFFUSERS_INDEX} or {DIFFUSERS_FILE}. Pass the CogVideoX-5B(-I2V) "
-            "transformer folder as `source` and this folder as `motion_source`."
+            f"for {DIFFUSERS_INDEX} or {DIFFUSERS_FILE} in {folder / 'transformer'} and {folder}. Pass the "
+            "CogVideoX-5B(-I2V) transformer folder as `source` and this folder as `motion_source`."
         )
-    files = _safetensors_folder(folder)
-    if files is not None:
-        container = f"{len(files)} safetensors shard(s)" if len(files) > 1 else "single safetensors"
-        return _checkpoint_from_source(SafetensorsSource(files), str(folder), container)
+    if (checkpoint := _diffusers_checkpoint(folder)) is not None:
+        return checkpoint
     if (folder / "transformer").is_dir():
         return _folder_checkpoint(folder / "transformer")
     if (folder / SAT_FILE).is_file():
         return _file_checkpoint(folder / SAT_FILE)
+    looked = [DIFFUSERS_INDEX, DIFFUSERS_FILE, "transformer/", SAT_FILE, "fuser/ + traj_extractor/"]
+    nested = sorted(str(p.relative_to(folder)) for p in folder.glob(f"*/{SAT_FILE}"))
+    hint = f" It has SAT checkpoints one level down — pick one: {nested}." if nested else ""
     raise CheckpointError(
-        f"no checkpoint found in folder {folder.resolve()}: looked for {', '.join(looked)}. Point at the "
+        f"no checkpoint found in folder {folder.resolve()}: looked for {', '.join(looked)}.{hint} Point at the "
         f"transformer folder, the pipeline root, or the .pt/.safetensors file. {WHERE_TO_GET}."
     )
 
