@@ -282,9 +282,10 @@ def is_comfy_clip(clip) -> bool:
 def comfy_t5_embeddings(clip, prompt: str, length: int) -> torch.Tensor:
     """Tora's text embedding from a ComfyUI CLIP holding T5-XXL: exactly `length` tokens, no attention mask.
 
-    The T5 tokens ComfyUI produced are re-batched the way Tora was trained (T5 tokenizer with max_length=226,
-    truncation, padding to max length): prompt tokens cut to length-1, then </s>, then <pad> up to `length`.
-    Other encoders the CLIP may hold (CLIP-L/G of a full SD3 set) are given no tokens, so only T5 runs.
+    Tokens are made the way Tora was trained: the T5 tokenizer on the whole prompt with max_length=226,
+    truncation and padding to max length (prompt, </s>, <pad>...). ComfyUI's own T5 tokenizer object does this
+    when it can be reached; otherwise ComfyUI's tokens are re-batched to that layout. Other encoders the CLIP may
+    hold (CLIP-L/G of a full SD3 set) get no tokens, so only T5 runs.
     """
     tokens = clip.tokenize(prompt)
     key = next((k for k in ("t5xxl", "t5") if k in tokens), None)
@@ -293,12 +294,12 @@ def comfy_t5_embeddings(clip, prompt: str, length: int) -> torch.Tensor:
             f"this CLIP holds {sorted(tokens)} but no T5-XXL; load t5xxl with CLIPLoader (type 'sd3') "
             "or use 'Load Tora Text Encoder'"
         )
-    pad_id, end_id = 0, 1  # T5 v1.1 vocabulary
-    words = [(t, w) for batch in tokens[key] for t, w, *_ in batch if t not in (pad_id, end_id)]
-    if len(words) > length - 1:
-        log.warning("prompt has %d T5 tokens; Tora reads %d, the rest is cut", len(words), length - 1)
-    words = words[: length - 1] + [(end_id, 1.0)]
-    words += [(pad_id, 1.0)] * (length - len(words))
+    hf_tokenizer = getattr(getattr(clip.tokenizer, key, None), "tokenizer", None)
+    if hf_tokenizer is not None:
+        ids = hf_tokenizer(prompt, max_length=length, padding="max_length", truncation=True)["input_ids"]
+        words = [(int(i), 1.0) for i in ids]
+    else:
+        words = _rebatched(tokens[key], length)
     fixed = {k: ([] if k != key else [words]) for k in tokens}
     out = clip.encode_from_tokens(fixed, return_dict=True)
     if out.get("attention_mask") is not None:
@@ -306,6 +307,16 @@ def comfy_t5_embeddings(clip, prompt: str, length: int) -> torch.Tensor:
             "this CLIP applies a T5 attention mask; Tora was trained without one (use CLIPLoader type 'sd3')"
         )
     return out["cond"]  # [1, length, 4096]
+
+
+def _rebatched(batches: list, length: int) -> list[tuple[int, float]]:
+    """ComfyUI's T5 token batches as one list: words cut to length-1, then </s>, then <pad> up to `length`."""
+    pad_id, end_id = 0, 1  # T5 v1.1 vocabulary
+    words = [(t, w) for batch in batches for t, w, *_ in batch if t not in (pad_id, end_id)]
+    if len(words) > length - 1:
+        log.warning("prompt has %d T5 tokens; Tora reads %d, the rest is cut", len(words), length - 1)
+    words = words[: length - 1] + [(end_id, 1.0)]
+    return words + [(pad_id, 1.0)] * (length - len(words))
 
 
 def comfy_clip_from_t5_state_dict(state_dict: dict):

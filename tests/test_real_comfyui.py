@@ -293,3 +293,136 @@ def test_invalid_frames_are_refused_with_a_clear_message(server):
     assert entry["status"]["status_str"] == "error"
     message = json.dumps(entry["status"]["messages"])
     assert "4k+1" in message
+
+
+WS_CLIENT = r'''
+"""Queue a prompt, follow /ws, press Cancel (POST /interrupt) after the sampler's second step; print a summary."""
+import asyncio, json, sys, time, uuid
+import aiohttp
+
+BASE, PROMPT, SAMPLER = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+
+
+async def main():
+    cid = str(uuid.uuid4())
+    summary = {"progress": [], "previews": 0, "interrupted_at": None, "end": None}
+    async with aiohttp.ClientSession() as s:
+        ws = await s.ws_connect(BASE.replace("http", "ws", 1) + "/ws?clientId=" + cid)
+        async with s.post(BASE + "/prompt", json={"prompt": PROMPT, "client_id": cid}) as r:
+            assert r.status == 200, await r.text()
+        while summary["end"] is None:
+            msg = await asyncio.wait_for(ws.receive(), timeout=600)
+            if msg.type == aiohttp.WSMsgType.BINARY:
+                summary["previews"] += 1
+                continue
+            m = json.loads(msg.data)
+            kind, data = m["type"], m.get("data", {})
+            if kind == "progress" and data.get("node") == SAMPLER:
+                summary["progress"].append([data["value"], data["max"]])
+                if data["value"] >= 2 and summary["interrupted_at"] is None:
+                    summary["interrupted_at"] = data["value"]
+                    summary["t_interrupt"] = time.time()
+                    await s.post(BASE + "/interrupt")
+            if kind in ("execution_interrupted", "execution_success", "execution_error"):
+                summary["end"] = kind
+                summary["seconds_after_interrupt"] = time.time() - summary.get("t_interrupt", time.time())
+    print(json.dumps(summary))
+
+
+asyncio.run(main())
+'''
+
+
+def test_progress_previews_and_cancel_within_one_step(server):
+    """Cancel during sampling ends the run at the next step; the next run works (nothing left stuck)."""
+    workflow = json.loads((PACK_ROOT / "example_workflows" / "tora_t2v_preset_trajectory.json").read_text())
+    prompt = substitute_tiny(to_api(workflow, server.get("/object_info")), i2v=False)
+    sampler_id = next(k for k, n in prompt.items() if n["class_type"] == "ToraSampler")
+    prompt[sampler_id]["inputs"].update(steps=40, seed=123)
+    script = server.base / "ws_client.py"
+    script.write_text(WS_CLIENT)
+    run = subprocess.run(
+        [str(VENV / "bin" / "python"), str(script), server.url, json.dumps(prompt), sampler_id],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    summary = json.loads(run.stdout.strip().splitlines()[-1])
+    assert summary["end"] == "execution_interrupted", summary
+    steps_seen = [value for value, total in summary["progress"]]
+    assert all(total == 40 for _, total in summary["progress"])
+    assert max(steps_seen) <= summary["interrupted_at"] + 1, summary  # stopped within one step
+    assert (
+        summary["previews"] >= 1
+    )  # latent previews reach the browser (server runs --preview-method latent2rgb)
+    prompt[sampler_id]["inputs"].update(steps=STEPS)
+    assert server.run(prompt)["status"]["status_str"] == "success"
+
+
+TEXT_CHECK = r'''
+"""In ComfyUI's own python: the pack's T5 tokens vs Tora's official tokenization, and ConditioningZeroOut."""
+import importlib.util, json, sys
+COMFY, PACK = sys.argv[1], sys.argv[2]
+sys.path.insert(0, COMFY)
+from comfy.cli_args import args
+args.cpu = True
+import torch
+from transformers import T5TokenizerFast
+import comfy.text_encoders.sd3_clip as sd3_clip
+import nodes as core_nodes
+
+spec = importlib.util.spec_from_file_location("tora_glue", PACK + "/nodes/comfy_glue.py")
+glue = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(glue)
+
+
+class EncoderStandIn:
+    """ComfyUI's real SD3 tokenizer; records what would reach the (4.7B-parameter) T5 instead of running it."""
+
+    def __init__(self):
+        self.tokenizer = sd3_clip.SD3Tokenizer()
+        self.seen = None
+
+    def tokenize(self, text):
+        return self.tokenizer.tokenize_with_weights(text)
+
+    def encode_from_tokens(self, tokens, return_dict=False):
+        self.seen = tokens
+        return {"cond": torch.randn(1, len(tokens["t5xxl"][0]), 4096)}
+
+
+official = T5TokenizerFast.from_pretrained(COMFY + "/comfy/text_encoders/t5_tokenizer")
+report = []
+for prompt in ["a red balloon drifts over a valley, at sunrise.", "word " * 300, "  two  spaces\nand a newline"]:
+    clip = EncoderStandIn()
+    cond = glue.comfy_t5_embeddings(clip, prompt, 226)
+    ids = [t for t, _ in clip.seen["t5xxl"][0]]
+    want = official(prompt, max_length=226, padding="max_length", truncation=True)["input_ids"]
+    zero = core_nodes.ConditioningZeroOut().zero_out([[cond, {}]])[0]
+    report.append({"equal": ids == want, "length": len(ids), "other_encoders": [len(clip.seen[k]) for k in ("l", "g")],
+                   "shape": list(cond.shape), "zero_ok": bool(zero[0][0].abs().max() == 0) and list(zero[0][0].shape) == [1, 226, 4096]})
+print(json.dumps(report))
+'''
+
+
+def test_text_tokens_match_official_and_zero_out_is_the_official_negative(server):
+    script = server.base / "text_check.py"
+    script.write_text(TEXT_CHECK)
+    run = subprocess.run(
+        [str(VENV / "bin" / "python"), str(script), COMFY, str(PACK_ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=COMFY,
+        env={**os.environ, "PYTHONPATH": str(server.base / "shims")},
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    for case in json.loads(run.stdout.strip().splitlines()[-1]):
+        assert case == {
+            "equal": True,
+            "length": 226,
+            "other_encoders": [0, 0],
+            "shape": [1, 226, 4096],
+            "zero_ok": True,
+        }
