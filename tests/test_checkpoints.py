@@ -14,7 +14,13 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tora_model.checkpoints import inspect_checkpoint, load_transformer, read_state_dict, sub_state_dict
+from tora_model.checkpoints import (
+    SafetensorsFile,
+    inspect_checkpoint,
+    load_transformer,
+    read_state_dict,
+    sub_state_dict,
+)
 from tora_model.config import ToraConfig
 from tora_model.errors import CheckpointError
 from tora_model.keymaps import SAT_PREFIX, SAT_VAE_PREFIX
@@ -296,6 +302,20 @@ def test_read_state_dict_of_safetensors_reads_lazily_and_exactly(tmp_path):
         assert raw[key].dtype == tensor.dtype and torch.equal(raw[key], tensor)
 
 
+@pytest.mark.parametrize(
+    "dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float8_e4m3fn, torch.int64]
+)
+def test_safetensors_row_ranges_equal_torch_slicing(tmp_path, dtype):
+    tensor = (torch.randn(12, 3, 2) * 4).to(dtype)
+    save_file({"t": tensor, "other": torch.ones(5)}, tmp_path / "t.safetensors")
+    file = SafetensorsFile(tmp_path / "t.safetensors")
+    rows = [(0, 2), (6, 8), (4, 6)]
+    expected = torch.cat([tensor[a:b] for a, b in rows])
+    got = file.read("t", rows)
+    assert got.dtype == dtype and got.view(torch.uint8).equal(expected.view(torch.uint8))
+    assert file.read("t").view(torch.uint8).equal(tensor.view(torch.uint8))
+
+
 # --- errors ----------------------------------------------------------------------------------------------------
 
 
@@ -392,6 +412,17 @@ def test_wrong_keys_and_shapes_are_listed_with_counts(tmp_path):
     assert "unexpected 1 checkpoint keys: transformer_blocks.0.attn1.lora_A.weight" in message
     assert "1 shape mismatches: proj_out.bias: file [7] vs model [64]" in message
     assert "How to fix" in message
+
+
+def test_explicit_config_that_does_not_fit_is_reported(tmp_path):
+    sd = clone_state_dict(random_model("tiny"))
+    with pytest.raises(CheckpointError) as err:
+        load_transformer(sd, config=ToraConfig.preset("tiny_i2v"))
+    message = str(err.value)
+    assert "missing 1 of 143 model keys: patch_embed.pos_embedding" in message
+    assert (
+        "1 shape mismatches: patch_embed.proj.weight: file [32, 16, 2, 2] vs model [32, 32, 2, 2]" in message
+    )
 
 
 def test_vae_file_is_not_taken_for_a_transformer(tmp_path):
