@@ -15,9 +15,18 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tora_model.cli import _save_demo_models, build_demo_models, demo_trajectory, main, to_uint8
+from tora_model.cli import (
+    DEMO_PROMPT,
+    build_demo_models,
+    demo_trajectory,
+    main,
+    save_demo_models,
+    to_uint8,
+    write_demo_t5,
+)
 from tora_model.motion_guidance import motion_from_trajectory
-from tora_model.pipeline import decode_latents, sample_latents
+from tora_model.pipeline import decode_latents, encode_image_latents, sample_latents
+from tora_model.text import T5TextEncoder
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = ["--width", "32", "--height", "32", "--num-frames", "9", "--steps", "2"]
@@ -33,7 +42,7 @@ def model_files(tmp_path_factory):
     """Tiny random transformer (.safetensors), VAE (diffusers folder), prompt embeddings and a trajectory file."""
     folder = tmp_path_factory.mktemp("tiny_models")
     model, vae = build_demo_models(seed=4)
-    transformer, vae_folder = _save_demo_models(model, vae, folder)
+    transformer, vae_folder = save_demo_models(model, vae, folder)
     embeds = folder / "prompt.safetensors"
     save_file({"prompt_embeds": torch.randn(1, 16, 32, generator=torch.Generator().manual_seed(5))}, embeds)
     trajectory = folder / "trajectory.json"
@@ -104,6 +113,45 @@ def test_generate_writes_the_pipeline_result(model_files, tmp_path):
         motion=motion,
     )
     np.testing.assert_array_equal(written, to_uint8(decode_latents(vae, latents)))
+
+
+def test_generate_encodes_the_prompt_with_t5_and_zero_uncond(model_files, tmp_path):
+    t5 = write_demo_t5(tmp_path / "t5", text_dim=32, seed=0)
+    frames_dir = tmp_path / "frames"
+    args = _generate_args(
+        model_files, **{"--prompt-embeds": None, "--trajectory": None, "--frames-dir": frames_dir}
+    )
+    assert main([*args, "--t5", str(t5), "--prompt", DEMO_PROMPT]) == 0
+
+    model, vae = model_files["models"]
+    text = T5TextEncoder.load(t5, dtype=torch.float32).encode([DEMO_PROMPT])  # [1, 226, 32]
+    latents = sample_latents(model, text_embeds=text, width=32, height=32, num_frames=9, steps=2, seed=7)
+    np.testing.assert_array_equal(_png_frames(frames_dir), to_uint8(decode_latents(vae, latents)))
+
+
+def test_generate_i2v_encodes_the_start_image_first(tmp_path):
+    model, vae = build_demo_models(seed=8, i2v=True)
+    transformer, vae_folder = save_demo_models(model, vae, tmp_path)
+    image = np.random.default_rng(3).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "start.png"), image[..., ::-1])
+    embeds = tmp_path / "prompt.safetensors"
+    save_file({"prompt_embeds": torch.ones(1, 16, 32)}, embeds)
+    files = dict(transformer=transformer, vae=vae_folder, embeds=embeds, trajectory=None)
+    frames_dir = tmp_path / "frames"
+    assert main(_generate_args(files, **{"--image": tmp_path / "start.png", "--frames-dir": frames_dir})) == 0
+
+    generator = torch.Generator().manual_seed(7)
+    size = dict(width=32, height=32, num_frames=9)
+    image_latents = encode_image_latents(vae, image.astype(np.float32) / 255, generator=generator, **size)
+    latents = sample_latents(
+        model,
+        text_embeds=torch.ones(1, 16, 32),
+        steps=2,
+        generator=generator,
+        image_latents=image_latents,
+        **size,
+    )
+    np.testing.assert_array_equal(_png_frames(frames_dir), to_uint8(decode_latents(vae, latents)))
 
 
 @pytest.mark.parametrize(

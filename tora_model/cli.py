@@ -224,9 +224,8 @@ def _text_embeddings(args: argparse.Namespace, device: torch.device, dtype: torc
 
     t5_dtype = torch.bfloat16 if dtype == torch.float16 else dtype  # T5 v1.1 overflows in float16
     encoder = T5TextEncoder.load(args.t5, tokenizer=args.t5_tokenizer, dtype=t5_dtype, device=device)
-    cond, uncond = encode_prompt(
-        encoder, args.prompt, args.negative_prompt
-    )  # uncond all zeros without a negative
+    # Without --negative-prompt the unconditional context is all zeros (official SAT).
+    cond, uncond = encode_prompt(encoder, args.prompt, args.negative_prompt)
     del encoder  # T5-XXL leaves the device before the transformer is loaded
     return cond, uncond
 
@@ -307,7 +306,7 @@ def demo_trajectory() -> Trajectory:
     )
 
 
-def _save_demo_models(model: torch.nn.Module, vae: CogVideoXVAE, folder: Path) -> tuple[Path, Path]:
+def save_demo_models(model: torch.nn.Module, vae: CogVideoXVAE, folder: Path) -> tuple[Path, Path]:
     """Write the tiny models as a canonical transformer .safetensors and a diffusers-style vae/ folder."""
     from safetensors.torch import save_file
 
@@ -338,22 +337,22 @@ def _save_demo_models(model: torch.nn.Module, vae: CogVideoXVAE, folder: Path) -
 DEMO_PROMPT = "a red ball rolls along a curved path on the grass"
 
 
-def _demo_text(config: ToraConfig, folder: Path, seed: int) -> torch.Tensor:
-    """Encode DEMO_PROMPT with a tiny random T5 (width text_dim) and a word-level tokenizer, saved and loaded back."""
+def write_demo_t5(folder: Path, text_dim: int, seed: int) -> Path:
+    """A tiny random T5 encoder (width text_dim) plus a word-level T5 tokenizer for DEMO_PROMPT, saved to folder.
+
+    Both are built locally from a config and a vocabulary list; nothing is downloaded.
+    """
     from transformers import T5Config, T5EncoderModel, T5Tokenizer
     from transformers.utils import logging as transformers_logging
 
-    from .text import T5TextEncoder, encode_prompt
-
-    transformers_logging.disable_progress_bar()  # a demo process: bars for a 20 kB model are only noise
-
+    transformers_logging.disable_progress_bar()  # a CLI process: bars for a 20 kB model are only noise
     words = sorted(set(DEMO_PROMPT.split()))
     vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)] + [(f"▁{w}", -3.0) for w in words]
     t5_config = T5Config(
         vocab_size=len(vocab),
-        d_model=config.text_dim,
+        d_model=text_dim,
         d_kv=8,
-        d_ff=2 * config.text_dim,
+        d_ff=2 * text_dim,
         num_layers=2,
         num_heads=4,
         relative_attention_num_buckets=8,
@@ -366,7 +365,16 @@ def _demo_text(config: ToraConfig, folder: Path, seed: int) -> torch.Tensor:
         torch.manual_seed(seed)
         T5EncoderModel(t5_config).save_pretrained(folder)
     T5Tokenizer(vocab=vocab, extra_ids=0).save_pretrained(folder)
-    encoder = T5TextEncoder.load(folder, dtype=torch.float32, max_length=config.max_text_len)
+    return folder
+
+
+def _demo_text(config: ToraConfig, folder: Path, seed: int) -> torch.Tensor:
+    """DEMO_PROMPT → [1, max_text_len, text_dim] through the real text path (T5TextEncoder) with a tiny random T5."""
+    from .text import T5TextEncoder, encode_prompt
+
+    encoder = T5TextEncoder.load(
+        write_demo_t5(folder, config.text_dim, seed), dtype=torch.float32, max_length=config.max_text_len
+    )
     cond, _ = encode_prompt(encoder, DEMO_PROMPT)
     log.info("text: %r encoded by a tiny random T5 (built locally) → %s", DEMO_PROMPT, tuple(cond.shape))
     return cond
@@ -396,7 +404,7 @@ def run_demo(args: argparse.Namespace) -> None:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="tora_demo_") as tmp:
-        paths = _save_demo_models(*build_demo_models(args.seed), Path(tmp))
+        paths = save_demo_models(*build_demo_models(args.seed), Path(tmp))
         log.info("tiny random models written to %s and loaded back", tmp)
         model = load_transformer(paths[0])
         vae = load_vae(paths[1])
