@@ -5,7 +5,15 @@ Never imports ComfyUI; the node layer in `nodes/` adapts it. Public surface is r
 
 from .checkpoints import load_transformer, read_state_dict
 from .config import ToraConfig
-from .errors import CheckpointError, ConfigError, ToraError, TrajectoryFormatError
+from .errors import CheckpointError, ConfigError, GenerationInterrupted, ToraError, TrajectoryFormatError
+from .motion_guidance import MotionGuidance, encode_flow_video, motion_from_flow, motion_from_trajectory
+from .pipeline import (
+    check_generation_size,
+    decode_latents,
+    encode_image_latents,
+    generate,
+    sample_latents,
+)
 from .sampling import StepInfo, sample
 from .schedule import make_schedule
 from .transformer import ToraTransformer, build_transformer
@@ -31,4 +39,14 @@ __all__ = [
     "Tiling",
     "VAEConfig",
     "load_vae",
+    "GenerationInterrupted",
+    "MotionGuidance",
+    "encode_flow_video",
+    "motion_from_flow",
+    "motion_from_trajectory",
+    "check_generation_size",
+    "decode_latents",
+    "encode_image_latents",
+    "generate",
+    "sample_latents",
 ]
