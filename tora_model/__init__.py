@@ -6,6 +6,7 @@ Never imports ComfyUI; the node layer in `nodes/` adapts it. Public surface is r
 from .checkpoints import load_transformer, read_state_dict
 from .config import ToraConfig
 from .errors import CheckpointError, ConfigError, GenerationInterrupted, ToraError, TrajectoryFormatError
+from .flow import flow_to_rgb, flow_video_to_vae_input, render_flow
 from .motion_guidance import MotionGuidance, encode_flow_video, motion_from_flow, motion_from_trajectory
 from .pipeline import (
     check_generation_size,
@@ -14,8 +15,18 @@ from .pipeline import (
     generate,
     sample_latents,
 )
+from .resample import canvas_positions, resample
 from .sampling import StepInfo, sample
 from .schedule import make_schedule
+from .trajectory import (
+    Track,
+    Trajectory,
+    load_official_txt,
+    load_trajectory_file,
+    parse_kjnodes_coordinates,
+    parse_official_txt,
+    trajectory_from_json,
+)
 from .transformer import ToraTransformer, build_transformer
 from .vae import SCALE, CogVideoXVAE, DiagonalGaussian, Tiling, VAEConfig
 from .vae_loading import load_vae
@@ -49,4 +60,16 @@ __all__ = [
     "encode_image_latents",
     "generate",
     "sample_latents",
+    "Track",
+    "Trajectory",
+    "load_official_txt",
+    "load_trajectory_file",
+    "parse_kjnodes_coordinates",
+    "parse_official_txt",
+    "trajectory_from_json",
+    "canvas_positions",
+    "resample",
+    "render_flow",
+    "flow_to_rgb",
+    "flow_video_to_vae_input",
 ]
