@@ -426,3 +426,57 @@ def test_text_tokens_match_official_and_zero_out_is_the_official_negative(server
             "shape": [1, 226, 4096],
             "zero_ok": True,
         }
+
+
+FRONTEND_CHECK = r"""
+// Load every example workflow into the real frontend served by the test server; report graphToPrompt().output.
+import { readFileSync } from "node:fs";
+import { launch } from "PACK/tests/js/browser.mjs";
+
+const [base, ...files] = process.argv.slice(2);
+await fetch(`${base}/settings/Comfy.TutorialCompleted`, { method: "POST", body: "true" });
+const browser = await launch({ width: 1400, height: 900 });
+const page = browser.page;
+const pageErrors = [];
+page.on("pageerror", (e) => pageErrors.push(String(e)));
+await page.goto(base);
+await page.waitForFunction(() => window.app?.graph && window.LiteGraph?.registered_node_types?.ToraSampler, null, { timeout: 90000 });
+const results = {};
+for (const file of files) {
+  const workflow = JSON.parse(readFileSync(file, "utf8"));
+  results[file] = await page.evaluate(async (wf) => {
+    await app.loadGraphData(wf);
+    const missing = app.graph._nodes.filter((n) => !LiteGraph.registered_node_types[n.type]).map((n) => n.type);
+    const saved = JSON.parse(JSON.stringify(app.graph.serialize()));
+    const prompt = await app.graphToPrompt();
+    return { missing, output: prompt.output, widgets: Object.fromEntries(saved.nodes.map((n) => [String(n.id), n.widgets_values ?? []])) };
+  }, workflow);
+}
+await browser.close();
+console.log(JSON.stringify({ results, pageErrors }));
+"""
+
+
+def test_example_workflows_load_in_the_real_frontend(server, tmp_path):
+    """The frontend ComfyUI 0.3.64 serves (1.27.x) loads each workflow unchanged and queues what to_api() builds."""
+    node = subprocess.run(["which", "node"], capture_output=True, text=True).stdout.strip()
+    if (
+        not node
+        or not (PACK_ROOT / "node_modules" / "playwright-core").is_dir()
+        or not Path("/usr/bin/chromium").exists()
+    ):
+        pytest.skip("needs node, npm playwright-core (npm ci) and /usr/bin/chromium")
+    script = tmp_path / "frontend_check.mjs"
+    script.write_text(FRONTEND_CHECK.replace("PACK/", f"{PACK_ROOT}/"))
+    files = sorted(str(p) for p in (PACK_ROOT / "example_workflows").glob("*.json"))
+    run = subprocess.run([node, str(script), server.url, *files], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    object_info = server.get("/object_info")
+    for file, result in report["results"].items():
+        workflow = json.loads(Path(file).read_text())
+        assert result["missing"] == [], file
+        for node_ in workflow["nodes"]:
+            assert result["widgets"][str(node_["id"])] == node_["widgets_values"], (file, node_["type"])
+        queued = {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in result["output"].items()}
+        assert queued == to_api(workflow, object_info), file
