@@ -15,7 +15,7 @@ from .pipeline import (
     generate,
     sample_latents,
 )
-from .resample import canvas_positions, resample
+from .resample import canvas_positions
 from .sampling import StepInfo, sample
 from .schedule import make_schedule
 from .trajectory import (
@@ -68,7 +68,6 @@ __all__ = [
     "parse_official_txt",
     "trajectory_from_json",
     "canvas_positions",
-    "resample",
     "render_flow",
     "flow_to_rgb",
     "flow_video_to_vae_input",
