@@ -94,9 +94,8 @@ def encode_flow_video(
     """Colour-coded flow video uint8 [F, H, W, 3] → motion latents [1, T, 16, H/8, W/8] (posterior sample × 0.7)."""
     video = _flow_video_tensor(flow_rgb)
     param = next(vae.parameters())
-    pixels = flow_video_to_vae_input(
-        video, dtype=param.dtype, device=param.device
-    )  # [1, 3, F, H, W] in [-1, 1]
+    # [1, 3, F, H, W] in [-1, 1]
+    pixels = flow_video_to_vae_input(video, dtype=param.dtype, device=param.device)
     with torch.no_grad():
         posterior = vae.encode(
             pixels, tiling=vae_tiling(vae, tiling, (video.shape[1] // 8, video.shape[2] // 8))
@@ -156,10 +155,8 @@ def motion_from_trajectory(
     tiling: bool | str = "auto",
 ) -> tuple[MotionGuidance, np.ndarray]:
     """Trajectory → per-frame points → Gaussian-spread flow → flow RGB → motion guidance; also returns the flow RGB."""
-    # "auto": the official processing for trajectories read from official .txt files, smooth resampling otherwise.
-    points = resample(
-        trajectory, num_frames, width, height, None if mode == "auto" else mode
-    )  # [N_tracks, F, 2]
+    # "auto" (None for resample): official processing for official .txt trajectories, smooth resampling otherwise.
+    points = resample(trajectory, num_frames, width, height, None if mode == "auto" else mode)  # [N, F, 2]
     flow = render_flow(points, height, width)  # [F, H, W, 2] float32
     flow_rgb = flow_to_rgb(flow)  # [F, H, W, 3] uint8
     motion = motion_from_flow(

@@ -114,12 +114,8 @@ def vae_tiling(vae, tiling: bool | str, latent_hw: tuple[int, int]) -> Tiling | 
     """
     if tiling == "auto":
         tile = Tiling()
-        device = next(vae.parameters()).device
-        return (
-            tile
-            if device.type == "cuda" and (latent_hw[0] > tile.height or latent_hw[1] > tile.width)
-            else None
-        )
+        large = latent_hw[0] > tile.height or latent_hw[1] > tile.width
+        return tile if large and next(vae.parameters()).device.type == "cuda" else None
     if isinstance(tiling, bool):
         return Tiling() if tiling else None
     raise ConfigError(f'tiling must be True, False or "auto", got {tiling!r}')
@@ -133,13 +129,10 @@ def decode_latents(vae, latents: torch.Tensor, *, tiling: bool | str = "auto") -
             f"instead of 4·T - 3), got {tuple(latents.shape)}"
         )
     param = next(vae.parameters())
-    z = rearrange(latents, "b t c h w -> b c t h w").to(
-        device=param.device, dtype=param.dtype
-    )  # [B, 16, T, h, w]
+    z = rearrange(latents, "b t c h w -> b c t h w") / SCALE  # [B, 16, T, h, w], unscaled
+    tiles = vae_tiling(vae, tiling, tuple(latents.shape[-2:]))
     with torch.no_grad():
-        video = vae.decode(
-            z / SCALE, tiling=vae_tiling(vae, tiling, tuple(latents.shape[-2:]))
-        )  # [B, 3, F, H, W]
+        video = vae.decode(z.to(device=param.device, dtype=param.dtype), tiling=tiles)  # [B, 3, F, H, W]
     frames = ((video.float() + 1.0) / 2.0).clamp(0.0, 1.0)
     return rearrange(frames, "b c f h w -> (b f) h w c").cpu()  # [F, H, W, 3]
 
