@@ -82,6 +82,8 @@ class Trajectory:
     official: bool = False
 
     def __post_init__(self):
+        if isinstance(self.tracks, (str, bytes, Mapping)) or not isinstance(self.tracks, Sequence):
+            raise _fail("tracks", f"expected a sequence of Track, got {type(self.tracks).__name__}")
         object.__setattr__(self, "tracks", tuple(self.tracks))
         for name in ("width", "height"):
             value = _as_int(getattr(self, name), name, "a positive integer")
