@@ -154,12 +154,18 @@ def wrap_model(module: torch.nn.Module, size_bytes: int | None = None):
     )
 
 
-def load_on_device(module: torch.nn.Module, patcher) -> torch.device:
-    """Put a whole model on the compute device (inside ComfyUI its memory manager evicts others first)."""
-    if patcher is None:
-        module.to(compute_device())
-    else:
-        mm.load_models_gpu([patcher])
+def load_on_device(modules: Sequence[tuple[torch.nn.Module, object]]) -> torch.device:
+    """Put whole models on the compute device together; inside ComfyUI its memory manager evicts others first.
+
+    Loaded fully (force_full_load): the pack's layers are plain torch modules, which ComfyUI's partial (lowvram)
+    loading cannot split; fp8 storage and block swap are the pack's own ways to fit a small card.
+    """
+    patchers = [patcher for _, patcher in modules if patcher is not None]
+    if patchers:
+        mm.load_models_gpu(patchers, force_full_load=True)
+    for module, patcher in modules:
+        if patcher is None:
+            module.to(compute_device())
     return compute_device()
 
 

@@ -51,7 +51,7 @@ class TrajectoryToMotionLatent:
                 ),
                 "frames": (
                     "INT",
-                    {**FRAMES, "tooltip": "Generation length in frames (4k+1); must match the sampler."},
+                    {**FRAMES, "tooltip": "Generation length in frames (8k+1); must match the sampler."},
                 ),
                 "strength": (
                     "FLOAT",
@@ -144,7 +144,7 @@ class TrajectoryToMotionLatent:
             )
         generator = torch.Generator("cpu").manual_seed(ENCODE_SEED)
         settings = dict(strength=strength, start=start_percent, end=end_percent, tiling=tiling)
-        with runtime.model_on_device(model), runtime.vae_on_device(vae):
+        with runtime.on_device(model, vae):
             if trajectory is not None:
                 motion, flow_rgb = motion_from_trajectory(
                     model.transformer,

@@ -1,7 +1,8 @@
 """Putting the pack's models on the compute device for one node run and taking them off again.
 
-The whole-model path goes through ComfyUI's memory manager (ModelPatcher + load_models_gpu); with block swap only
-the resident part moves and the swapped blocks travel one at a time (see memory.py).
+Whole models go through ComfyUI's memory manager (ModelPatcher + load_models_gpu), all models a node needs in one
+call so loading the second cannot evict the first. With block swap only the transformer's resident part moves;
+its swapped blocks travel one at a time (memory.py) and everything returns to the offload device afterwards.
 """
 
 from __future__ import annotations
@@ -21,29 +22,21 @@ def _swapped(model: ToraModel) -> list[torch.nn.Module]:
 
 
 @contextmanager
-def model_on_device(model: ToraModel) -> Iterator[torch.device]:
-    """The transformer's resident weights are on the compute device inside the block."""
-    swapped = _swapped(model)
+def on_device(model: ToraModel | None = None, vae: ToraVAE | None = None) -> Iterator[torch.device]:
+    """Inside the block the given models (the transformer's resident part with block swap) are on the device."""
+    whole = [(vae.vae, vae.patcher)] if vae is not None else []
+    swapped = _swapped(model) if model is not None else []
+    if model is not None and not swapped:
+        whole.append((model.transformer, model.patcher))
     if swapped:
-        comfy_glue.make_room(memory.resident_bytes(model.transformer, swapped))
-        device = comfy_glue.compute_device()
-        memory.move_resident(model.transformer, swapped, device)
-    else:
-        device = comfy_glue.load_on_device(model.transformer, model.patcher)
+        extra = sum(comfy_glue.module_bytes(m) for m, _ in whole)
+        comfy_glue.make_room(memory.resident_bytes(model.transformer, swapped) + extra)
+        memory.move_resident(model.transformer, swapped, comfy_glue.compute_device())
+    device = comfy_glue.load_on_device(whole) if whole else comfy_glue.compute_device()
     try:
         yield device
     finally:
         if swapped:
             memory.move_resident(model.transformer, swapped, comfy_glue.offload_device())
-            comfy_glue.empty_cache()
-        else:
-            comfy_glue.release(model.transformer, model.patcher)
-
-
-@contextmanager
-def vae_on_device(vae: ToraVAE) -> Iterator[torch.device]:
-    device = comfy_glue.load_on_device(vae.vae, vae.patcher)
-    try:
-        yield device
-    finally:
-        comfy_glue.release(vae.vae, vae.patcher)
+        for module, patcher in whole:
+            comfy_glue.release(module, patcher)

@@ -81,7 +81,10 @@ class ToraSampler:
                     "INT",
                     {"default": 480, **SIZE, "tooltip": "Video height (multiple of 16; trained at 480)."},
                 ),
-                "frames": ("INT", {**FRAMES, "tooltip": "Video length in frames, 4k+1 (49 = 6 s at 8 fps)."}),
+                "frames": (
+                    "INT",
+                    {**FRAMES, "tooltip": "Video length in frames, 8k+1: 9, 17, …, 49 (49 = 6 s at 8 fps)."},
+                ),
                 "steps": ("INT", {"default": 50, "min": 1, "max": 1000, "tooltip": "Denoising steps."}),
                 "cfg": (
                     "FLOAT",
@@ -165,7 +168,7 @@ class ToraSampler:
             check_motion(motion, width, height, frames)
         image_latents = self._image_latents(model, start_image, vae, width, height, frames, seed)
         progress = comfy_glue.Progress(steps, unique_id)
-        with runtime.model_on_device(model) as device:
+        with runtime.on_device(model) as device:
             try:
                 latents = sample_latents(
                     model.transformer,
@@ -204,7 +207,7 @@ class ToraSampler:
                 "this is an I2V checkpoint: connect a start_image and the vae (or load the T2V weights)"
             )
         generator = torch.Generator("cpu").manual_seed(seed)
-        with runtime.vae_on_device(vae):
+        with runtime.on_device(vae=vae):
             return encode_image_latents(
                 vae.vae, start_image[0], width=width, height=height, num_frames=frames, generator=generator
             )
@@ -241,7 +244,7 @@ class MotionVAEDecode:
             raise ConfigError(
                 f"expected Tora latents [B, 16, T, h, w] from Tora Sampler, got {list(latents.shape)}"
             )
-        with runtime.vae_on_device(vae) as device:
+        with runtime.on_device(vae=vae) as device:
             frames = [
                 decode_latents(
                     vae.vae,

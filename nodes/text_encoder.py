@@ -30,7 +30,7 @@ class TextEncoder:
 
     def encode(self, prompt: str) -> torch.Tensor:
         """[1, max_length, d_model] float32 last hidden state: padded to max length, no attention mask."""
-        device = comfy_glue.load_on_device(self.encoder, self.patcher)
+        device = comfy_glue.load_on_device([(self.encoder, self.patcher)])
         try:
             return self.encoder.encode([prompt], device=device).float()
         finally:

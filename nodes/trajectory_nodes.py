@@ -47,7 +47,7 @@ DEFAULT_CANVAS_JSON = json.dumps(
     }
 )
 SIZE = {"min": 16, "max": 4096, "step": 16}
-FRAMES = {"default": 49, "min": 1, "max": 401, "step": 4}
+FRAMES = {"default": 49, "min": 9, "max": 401, "step": 8}
 
 
 def positions_for(
@@ -67,6 +67,13 @@ def positions_for(
 
 def track_colors(trajectory: Trajectory) -> list[tuple[int, int, int]]:
     return [drawing.track_color(i, t.color) for i, t in enumerate(trajectory.tracks)]
+
+
+def preview_frames(trajectory: Trajectory) -> int:
+    """Frames (8k+1, at least 49) long enough for every track's end_frame, for previews without a video length."""
+    last = max((t.end_frame or 0 for t in trajectory.tracks), default=0)
+    needed = max(FRAMES["default"], last + 1)
+    return needed + (-(needed - 1)) % 8
 
 
 def kjnodes_string(positions: np.ndarray) -> str:
@@ -114,7 +121,10 @@ class TrajectoryCanvas:
                 ),
                 "frames": (
                     "INT",
-                    {**FRAMES, "tooltip": "Video length in frames (4k+1) for timing and playback."},
+                    {
+                        **FRAMES,
+                        "tooltip": "Video length in frames (8k+1: 9, 17, …, 49) for timing and playback.",
+                    },
                 ),
                 "trajectory": (
                     "STRING",
@@ -218,15 +228,17 @@ class LoadTrajectory:
     def IS_CHANGED(cls, source, canvas_width, canvas_height, coordinates=None):
         if coordinates is not None:
             return hashlib.sha256(json.dumps(coordinates).encode()).hexdigest()
-        path = source_path(source)
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        try:
+            return hashlib.sha256(source_path(source).read_bytes()).hexdigest()
+        except (TrajectoryFormatError, FileNotFoundError, OSError):
+            return source  # load() reports the missing file
 
     def load(self, source, canvas_width, canvas_height, coordinates=None):
         if coordinates is not None:
             traj = parse_kjnodes_coordinates(coordinates, canvas_width, canvas_height)
         else:
             traj = load_trajectory_file(source_path(source))
-        positions = positions_for(traj, FRAMES["default"], traj.width, traj.height)
+        positions = positions_for(traj, preview_frames(traj), traj.width, traj.height)
         preview = drawing.draw_paths(drawing.blank(traj.width, traj.height)[0], positions, track_colors(traj))
         return (traj, preview[None])
 

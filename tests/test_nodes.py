@@ -23,7 +23,9 @@ FIXED_IDS = {
     "ToraSampler",
     "MotionVAEDecode",
 }
-COMFY_IMPORT = re.compile(r"^\s*(import|from)\s+(comfy\b|comfy_api|folder_paths|latent_preview|server\b)", re.M)
+COMFY_IMPORT = re.compile(
+    r"^\s*(import|from)\s+(comfy\b|comfy_api|folder_paths|latent_preview|server\b)", re.M
+)
 
 
 def load_pack():

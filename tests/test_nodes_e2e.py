@@ -221,7 +221,7 @@ def test_clear_errors_for_bad_settings(env, conditioning):
     model, vae = load(env)
     positive, negative = conditioning
     sampler = nodes(env)["ToraSampler"]
-    with pytest.raises(errors.ConfigError, match="4k\\+1"):
+    with pytest.raises(errors.ConfigError, match="num_frames must be"):
         sampler.sample(model, positive, negative, W, H, 10, 2, 6.0, True, "ddim", 0)
     with pytest.raises(errors.ConfigError, match="multiple of 16"):
         sampler.sample(model, positive, negative, 100, H, F, 2, 6.0, True, "ddim", 0)
