@@ -87,7 +87,7 @@ def test_generation_size_rules(caplog):
         check_generation_size(100, 480, 49)
     with pytest.raises(ConfigError, match=r"num_frames must be 8k\+1.*got 50 \(nearest valid: 49 or 57\)"):
         check_generation_size(720, 480, 50)
-    with pytest.raises(ConfigError, match=r"got 13 \(nearest valid: 9 or 17\).*must be odd"):
+    with pytest.raises(ConfigError, match=r"got 13 \(nearest valid: 9 or 17\).*odd latent frame count"):
         check_generation_size(720, 480, 13)  # 4k+1, but 4 latent frames would decode to 16 frames
     with pytest.raises(ConfigError, match=r"got 1 \(nearest valid: 9\)"):
         check_generation_size(720, 480, 1)

@@ -55,9 +55,9 @@ def check_generation_size(width: int, height: int, num_frames: int, *, warn: boo
         lower = max(FRAME_STEP + 1, (num_frames - 1) // FRAME_STEP * FRAME_STEP + 1)
         nearest = f"{lower} or {lower + FRAME_STEP}" if lower < num_frames else str(lower)
         problems.append(
-            f"num_frames must be 8k+1 (9, 17, 25, 33, 41, 49), got {num_frames} (nearest valid: {nearest}). The "
-            "latent frame count (num_frames - 1) / 4 + 1 must be odd: the CogVideoX VAE decodes an even number of "
-            "latent frames into 4·T frames instead of 4·T - 3 (the official demo allows 9, 11 or 13 latent frames)"
+            f"num_frames must be 8k+1 (9, 17, 25, 33, 41, 49), got {num_frames} (nearest valid: {nearest}). That is "
+            "4k+1 with an odd latent frame count T = (num_frames - 1) / 4 + 1: the CogVideoX VAE decodes an even T "
+            "into 4·T frames instead of 4·T - 3 (the official demo allows 9, 11 or 13 latent frames)"
         )
     if problems:
         raise ConfigError("; ".join(problems))
