@@ -186,6 +186,15 @@ def test_output_errors_are_clear(model_files, tmp_path, caplog):
         assert "expected a .mp4 or .gif" in caplog.text
         assert main(_generate_args(model_files, **{"--num-frames": "13", "--frames-dir": tmp_path})) == 2
         assert "8k+1" in caplog.text
+        unused = {
+            "--negative-prompt": "blurry",
+            "--frames-dir": tmp_path,
+        }  # with --prompt-embeds: no T5 to use
+        assert main(_generate_args(model_files, **unused)) == 2
+        assert "--negative-prompt would have no effect" in caplog.text
+        no_motion = {"--trajectory": None, "--motion-end": "0.3", "--frames-dir": tmp_path}
+        assert main(_generate_args(model_files, **no_motion)) == 2
+        assert "motion settings need --trajectory" in caplog.text
     if importlib.util.find_spec("imageio_ffmpeg") is None:
         with caplog.at_level(logging.ERROR, logger="tora_model"):
             assert main(_generate_args(model_files, **{"--out": tmp_path / "video.mp4"})) == 2

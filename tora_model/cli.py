@@ -184,6 +184,24 @@ def _device_and_dtype(args: argparse.Namespace) -> tuple[torch.device, torch.dty
     return device, dtype
 
 
+def _refuse_unused(args: argparse.Namespace) -> None:
+    """Flags that would have no effect with the others given are an error, not silently ignored."""
+    unused = []
+    if args.t5 is None:
+        unused += [
+            f for f, v in (("--prompt", args.prompt), ("--negative-prompt", args.negative_prompt)) if v
+        ]
+        unused += ["--t5-tokenizer"] if args.t5_tokenizer is not None else []
+    motion = (args.motion_strength, args.motion_start, args.motion_end, args.trajectory_mode)
+    if args.trajectory is None and motion != (1.0, 0.0, 1.0, "auto"):
+        unused.append("--motion-strength/--motion-start/--motion-end/--trajectory-mode (no --trajectory)")
+    if unused:
+        raise ConfigError(
+            f"{', '.join(unused)} would have no effect: prompts are encoded only with --t5 (--prompt-embeds files "
+            "carry 'prompt_embeds' and optionally 'negative_prompt_embeds'); motion settings need --trajectory"
+        )
+
+
 def _check_generate_args(args: argparse.Namespace) -> None:
     """Everything that can be refused before any file is read or any model is built."""
     if args.out is None and args.frames_dir is None:
@@ -194,6 +212,7 @@ def _check_generate_args(args: argparse.Namespace) -> None:
         check_video_writer(args.out)
     if args.t5 is not None and not args.prompt:
         raise ConfigError('--t5 needs a --prompt "..." to encode')
+    _refuse_unused(args)
     check_generation_size(args.width, args.height, args.num_frames, warn=False)
     require_path(
         "--transformer", args.transformer, "a Tora transformer checkpoint file or folder", TRANSFORMER_SOURCE

@@ -29,9 +29,12 @@ from .vae import SCALE
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class MotionGuidance:
-    """Trajectory features for one generation plus the settings that say how strongly and when they apply."""
+    """Trajectory features for one generation plus the settings that say how strongly and when they apply.
+
+    Compared by identity (eq=False): field-wise equality would compare feature tensors, which is ambiguous.
+    """
 
     features: tuple[
         torch.Tensor, ...
