@@ -110,6 +110,12 @@ def test_official_flow_matches_reference_values(name):
     # The reference hashed torchvision's [F, 3, H, W] uint8 output.
     digest = hashlib.sha256(np.ascontiguousarray(rgb.transpose(0, 3, 1, 2)).tobytes()).hexdigest()
     assert digest == ref["flow_image_uint8_sha256"]
+
+
+@needs_shared
+def test_official_vae_input_mean():
+    ref = json.loads(FIXTURE.read_text())["trajectories_480x720_49frames"]["wave.txt"]
+    rgb = flow_to_rgb(_official_flow("wave.txt")[1])
     total = sum(
         flow_video_to_vae_input(rgb[i : i + 7]).to(torch.float64).sum().item() for i in range(0, 49, 7)
     )
