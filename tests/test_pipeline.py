@@ -23,6 +23,7 @@ from tora_model.pipeline import (
     decode_latents,
     encode_image_latents,
     generate,
+    placement,
     sample_latents,
 )
 from tora_model.schedule import make_schedule
@@ -274,3 +275,17 @@ def test_decode_divides_by_scale_and_maps_to_unit_range(t2v):
         decode_latents(vae, latents, tiling="yes")
     with pytest.raises(ConfigError, match="odd T"):
         decode_latents(vae, latents[:, :2])
+
+
+def test_placement_prefers_the_models_compute_dtype():
+    class Fp8Stored(nn.Module):  # fp8 weight storage, bf16 compute (the node layer's low-memory mode)
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = nn.Parameter(torch.zeros(2, dtype=torch.float8_e4m3fn), requires_grad=False)
+
+        @property
+        def dtype(self) -> torch.dtype:
+            return torch.bfloat16
+
+    assert placement(Fp8Stored()) == (torch.device("cpu"), torch.bfloat16)
+    assert placement(nn.Linear(2, 2, dtype=torch.float16)) == (torch.device("cpu"), torch.float16)

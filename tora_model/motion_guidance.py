@@ -22,7 +22,7 @@ from einops import rearrange
 
 from .errors import ConfigError
 from .flow import flow_to_rgb, flow_video_to_vae_input, render_flow
-from .pipeline import check_generation_size, vae_tiling
+from .pipeline import check_generation_size, placement, vae_tiling
 from .resample import resample
 from .vae import SCALE
 
@@ -96,9 +96,8 @@ def encode_flow_video(
 ) -> torch.Tensor:
     """Colour-coded flow video uint8 [F, H, W, 3] → motion latents [1, T, 16, H/8, W/8] (posterior sample × 0.7)."""
     video = _flow_video_tensor(flow_rgb)
-    param = next(vae.parameters())
-    # [1, 3, F, H, W] in [-1, 1]
-    pixels = flow_video_to_vae_input(video, dtype=param.dtype, device=param.device)
+    device, dtype = placement(vae)
+    pixels = flow_video_to_vae_input(video, dtype=dtype, device=device)  # [1, 3, F, H, W] in [-1, 1]
     with torch.no_grad():
         posterior = vae.encode(
             pixels, tiling=vae_tiling(vae, tiling, (video.shape[1] // 8, video.shape[2] // 8))
@@ -127,9 +126,9 @@ def motion_from_flow(
     video = _flow_video_tensor(flow_rgb)
     frames, height, width = video.shape[:3]
     latents = encode_flow_video(vae, video, generator=generator, tiling=tiling)  # [1, T, 16, h, w]
-    param = next(model.parameters())
+    device, dtype = placement(model)
     with torch.no_grad():
-        features = model.extract_motion(latents.to(device=param.device, dtype=param.dtype))
+        features = model.extract_motion(latents.to(device=device, dtype=dtype))
     log.info("motion features: %d blocks of %s", len(features), tuple(features[0].shape))
     return MotionGuidance(
         features=tuple(features),

@@ -36,6 +36,14 @@ FRAME_STEP = 8  # pixel frames 8k + 1 ⇔ an odd number of latent frames (spec �
 TRAINED_SIZE = (720, 480)  # width, height of the released weights (spec §1.5)
 
 
+def placement(module: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
+    """(device, compute dtype) of a model: its `dtype` property when it has one (the transformer's compute dtype,
+    also with fp8-stored block weights), else its first parameter's; the device is the first parameter's."""
+    param = next(module.parameters())
+    dtype = getattr(module, "dtype", None)
+    return param.device, dtype if isinstance(dtype, torch.dtype) else param.dtype
+
+
 def latent_frames(num_frames: int) -> int:
     """Latent frames T of a 4k+1 pixel-frame video (causal VAE: frame 0 alone, then groups of 4)."""
     return (num_frames - 1) // 4 + 1
@@ -94,12 +102,12 @@ def encode_image_latents(
 ) -> torch.Tensor:
     """Start image [H, W, 3] in [0, 1] → I2V image latents [1, T, 16, h, w] float32 (frame 0 encoded, rest zero)."""
     check_generation_size(width, height, num_frames, warn=False)
-    param = next(vae.parameters())
-    pixels = _image_tensor(image).to(param.device)  # [1, 3, H0, W0]
+    device, dtype = placement(vae)
+    pixels = _image_tensor(image).to(device)  # [1, 3, H0, W0]
     # Bicubic with antialiasing approximates PIL's resize; bicubic overshoot is clamped back into the pixel range.
     pixels = F.interpolate(pixels, size=(height, width), mode="bicubic", antialias=True, align_corners=False)
     pixels = pixels.clamp(0.0, 1.0) * 2.0 - 1.0  # [1, 3, H, W] in [-1, 1]
-    pixels = rearrange(pixels, "b c h w -> b c 1 h w").to(param.dtype)  # [1, 3, 1, H, W]
+    pixels = rearrange(pixels, "b c h w -> b c 1 h w").to(dtype)  # [1, 3, 1, H, W]
     with torch.no_grad():
         latents = vae.encode(pixels).sample(generator) * SCALE  # [1, 16, 1, h, w]
     latents = rearrange(latents.float(), "b c t h w -> b t c h w")  # [1, 1, 16, h, w]
@@ -128,11 +136,11 @@ def decode_latents(vae, latents: torch.Tensor, *, tiling: bool | str = "auto") -
             f"latents must be [B, T, {LATENT_CHANNELS}, h, w] with an odd T (the VAE turns an even T into 4·T frames "
             f"instead of 4·T - 3), got {tuple(latents.shape)}"
         )
-    param = next(vae.parameters())
+    device, dtype = placement(vae)
     z = rearrange(latents, "b t c h w -> b c t h w") / SCALE  # [B, 16, T, h, w], unscaled
     tiles = vae_tiling(vae, tiling, tuple(latents.shape[-2:]))
     with torch.no_grad():
-        video = vae.decode(z.to(device=param.device, dtype=param.dtype), tiling=tiles)  # [B, 3, F, H, W]
+        video = vae.decode(z.to(device=device, dtype=dtype), tiling=tiles)  # [B, 3, F, H, W]
     frames = ((video.float() + 1.0) / 2.0).clamp(0.0, 1.0)
     return rearrange(frames, "b c f h w -> (b f) h w c").cpu()  # [F, H, W, 3]
 
@@ -206,17 +214,17 @@ def _check_conditioning(
 
 def _model_fn(model, motion: MotionGuidance | None, image_latents: torch.Tensor | None) -> ModelFn:
     """The sampler's network callback: float32 x → model dtype/device, motion only inside its step window."""
-    param = next(model.parameters())
-    image = None if image_latents is None else image_latents.to(device=param.device, dtype=param.dtype)
+    device, dtype = placement(model)
+    image = None if image_latents is None else image_latents.to(device=device, dtype=dtype)
 
     def model_fn(
         x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor, step: StepInfo
     ) -> torch.Tensor:
         active = motion is not None and motion.active_at(step.index, step.total)
         return model(
-            x.to(device=param.device, dtype=param.dtype),  # [B', T, 16, h, w]
-            timestep.to(param.device),  # [B']
-            context.to(device=param.device, dtype=param.dtype),  # [B', L, D]
+            x.to(device=device, dtype=dtype),  # [B', T, 16, h, w]
+            timestep.to(device),  # [B']
+            context.to(device=device, dtype=dtype),  # [B', L, D]
             motion_features=motion.features if active else None,  # B = 1 rows broadcast over [uncond, cond]
             image_latents=image,  # [1, T, 16, h, w], the same for uncond and cond (spec §6.1)
             motion_scale=motion.strength if active else 1.0,
@@ -256,7 +264,7 @@ def sample_latents(
     shape = (1, latent_frames(num_frames), LATENT_CHANNELS, height // 8, width // 8)
     _check_conditioning(model, text_embeds, uncond_embeds, shape, motion, image_latents)
     generator = _make_generator(seed, generator)
-    device = next(model.parameters()).device
+    device, _ = placement(model)
     noise = torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32).to(device)
     text_embeds = text_embeds.to(device)
     uncond = torch.zeros_like(text_embeds) if uncond_embeds is None else uncond_embeds.to(device)
