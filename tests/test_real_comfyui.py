@@ -334,7 +334,7 @@ asyncio.run(main())
 
 
 def test_progress_previews_and_cancel_within_one_step(server):
-    """Cancel during sampling ends the run at the next step; the next run works (nothing left stuck)."""
+    """Cancel during sampling ends the run at the next step; the next run (fp8 + block swap) works."""
     workflow = json.loads((PACK_ROOT / "example_workflows" / "tora_t2v_preset_trajectory.json").read_text())
     prompt = substitute_tiny(to_api(workflow, server.get("/object_info")), i2v=False)
     sampler_id = next(k for k, n in prompt.items() if n["class_type"] == "ToraSampler")
@@ -357,6 +357,9 @@ def test_progress_previews_and_cancel_within_one_step(server):
         summary["previews"] >= 1
     )  # latent previews reach the browser (server runs --preview-method latent2rgb)
     prompt[sampler_id]["inputs"].update(steps=STEPS)
+    loader = next(n for n in prompt.values() if n["class_type"] == "LoadToraModel")
+    # the memory options inside ComfyUI: fp8 weights, ComfyUI's attention kernel, block swap
+    loader["inputs"].update(precision="fp8_e4m3fn", attention="comfy", offload="block_swap", blocks_to_swap=1)
     assert server.run(prompt)["status"]["status_str"] == "success"
 
 
