@@ -2,7 +2,8 @@
 
 Writes a random Tora T2V transformer (width 3072, `--layers` blocks, all Tora modules) as one bf16 file — diffusers
 layout safetensors (default) or, with `--format sat`, a SAT `mp_rank_00_model_states.pt` — then loads it in two fresh
-subprocesses so each peak RSS (ru_maxrss) is that load's alone:
+subprocesses so each peak RSS (ru_maxrss) is that load's alone (the file is written by a third one: Linux carries a
+parent's peak RSS into the children it starts):
 
   ours   `load_transformer(path, dtype=bfloat16)` — meta build, tensors read one at a time into place;
   naive  build the module on the CPU in bf16, then `model.load_state_dict(safetensors.torch.load_file(path))`
@@ -143,16 +144,21 @@ def naive_load(path: Path, layers: int, fmt: str):
 
 
 def child(mode: str, path: Path, layers: int, fmt: str) -> None:
-    """Run one load in this (fresh) process and print a JSON line with its numbers."""
+    """Run one step in this (fresh) process and print a JSON line with its numbers."""
     import torch
 
     from tora_model.checkpoints import load_transformer
 
+    if mode == "write":  # in a child too: Linux carries a parent's peak RSS into children it forks
+        (write_sat if fmt == "sat" else write_safetensors)(path, layers)
+        say(json.dumps({"bytes": path.stat().st_size}))
+        return
     baseline = current_rss_bytes()
     start = time.perf_counter()
     model = load_transformer(path, dtype=torch.bfloat16) if mode == "ours" else naive_load(path, layers, fmt)
     seconds = time.perf_counter() - start
-    checksum = float(model.transformer_blocks[0].norm2.linear.weight.float().sum())
+    with torch.no_grad():
+        checksum = float(model.transformer_blocks[0].norm2.linear.weight.float().sum())
     say(
         json.dumps({"seconds": seconds, "peak": peak_rss_bytes(), "baseline": baseline, "checksum": checksum})
     )
@@ -173,7 +179,7 @@ def measure(mode: str, path: Path, layers: int, fmt: str) -> dict:
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode:
-        sys.exit(f"{mode} load failed:\n{done.stderr}")
+        sys.exit(f"{mode} step failed:\n{done.stderr}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -194,7 +200,7 @@ def main() -> None:
     )
     parser.add_argument("--dir", type=Path, default=None, help="where to write the temporary checkpoint")
     parser.add_argument("--keep", action="store_true", help="keep the checkpoint file")
-    parser.add_argument("--child", choices=["ours", "naive"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["write", "ours", "naive"], help=argparse.SUPPRESS)
     parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -224,8 +230,7 @@ def main() -> None:
 
 def run(path: Path, layers: int, fmt: str) -> None:
     start = time.perf_counter()
-    (write_sat if fmt == "sat" else write_safetensors)(path, layers)
-    size = path.stat().st_size
+    size = measure("write", path, layers, fmt)["bytes"]
     say(
         f"checkpoint: {fmt} layout, {layers} layers at width 3072, {size / 2**30:.2f} GiB bf16, "
         f"written in {time.perf_counter() - start:.1f} s"
