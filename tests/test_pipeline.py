@@ -6,6 +6,7 @@ from the schedule; the spy wraps the real tiny transformer and records what each
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 
@@ -76,7 +77,13 @@ class Spy(nn.Module):
         self, latents, timestep, text_embeds, motion_features=None, image_latents=None, motion_scale=1.0
     ):
         self.calls.append(
-            dict(motion=motion_features, scale=motion_scale, image=image_latents, text=text_embeds)
+            dict(
+                latents=latents,
+                motion=motion_features,
+                scale=motion_scale,
+                image=image_latents,
+                text=text_embeds,
+            )
         )
         return self.inner(latents, timestep, text_embeds, motion_features, image_latents, motion_scale)
 
@@ -289,3 +296,14 @@ def test_placement_prefers_the_models_compute_dtype():
 
     assert placement(Fp8Stored()) == (torch.device("cpu"), torch.bfloat16)
     assert placement(nn.Linear(2, 2, dtype=torch.float16)) == (torch.device("cpu"), torch.float16)
+
+
+def test_network_runs_in_model_dtype_while_latents_stay_float32(t2v):
+    model, _ = t2v
+    spy = Spy(copy.deepcopy(model).to(torch.bfloat16))
+    run = dict(text_embeds=_text(), width=WIDTH, height=HEIGHT, num_frames=FRAMES, steps=3, seed=0)
+    out = sample_latents(spy, **run)
+    assert out.dtype == torch.float32
+    assert all(c["latents"].dtype == c["text"].dtype == torch.bfloat16 for c in spy.calls)
+    reference = sample_latents(model, **run)  # float32 network
+    assert (out - reference).abs().max() < 0.05 * reference.abs().max()
