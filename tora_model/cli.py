@@ -246,6 +246,8 @@ def _text_embeddings(args: argparse.Namespace, device: torch.device, dtype: torc
     # Without --negative-prompt the unconditional context is all zeros (official SAT).
     cond, uncond = encode_prompt(encoder, args.prompt, args.negative_prompt)
     del encoder  # T5-XXL leaves the device before the transformer is loaded
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
     return cond, uncond
 
 

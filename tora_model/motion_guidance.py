@@ -1,12 +1,15 @@
 """Motion guidance: trajectory → flow video → VAE motion latents → extractor features, computed once.
 
-Source: `tora_spec.md` §2.6 (the flow video is scaled to [-1, 1], encoded by the ordinary CogVideoX VAE, its posterior is
-SAMPLED and multiplied by the latent scale 0.7) and §3 (the trajectory extractor is deterministic in eval mode, so its 42
-features are computed once per generation instead of inside every network call, an exact optimisation). The step window
-(`start`/`end`) and `strength` are the per-run settings ComfyUI users know from other Tora packs.
+Source: `tora_spec.md` §2.6 (the flow video is scaled to [-1, 1], encoded by the ordinary CogVideoX VAE, its
+posterior is SAMPLED and multiplied by the latent scale 0.7) and §3 (the trajectory extractor is deterministic in eval
+mode, so its 42 features are computed once per generation instead of inside every network call, an exact
+optimisation). One encoding serves both CFG branches, as in the diffusers version (SAT encodes two copies with
+independent posterior noise). The step window (`start`/`end`) and `strength` are the per-run settings ComfyUI users
+know from other Tora packs.
 
-Layouts: flow RGB video uint8 [F, H, W, 3] (F = 8k + 1); VAE input [1, 3, F, H, W] in [-1, 1]; motion latents [1, T, 16, H/8, W/8]
-with T = (F - 1) // 4 + 1; features: one tensor per transformer block, [(B·T), motion_channels, H/16, W/16] with B = 1.
+Layouts: flow RGB video uint8 [F, H, W, 3] (F = 8k + 1); VAE input [1, 3, F, H, W] in [-1, 1]; motion latents
+[1, T, 16, H/8, W/8] with T = (F - 1) // 4 + 1; features: one tensor per transformer block,
+[(B·T), motion_channels, H/16, W/16] with B = 1.
 """
 
 from __future__ import annotations
