@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from ..tora_model.checkpoints import read_state_dict
-from ..tora_model.text import T5TextEncoder, t5_weights
+from ..tora_model.text import TOKENIZER_FILES, T5TextEncoder, t5_weights
 from . import comfy_glue
 
 log = logging.getLogger(__name__)
@@ -45,5 +45,26 @@ def load_text_encoder(path: Path, max_length: int):
             if max_length != 226:
                 log.warning("a ComfyUI CLIP always gives Tora's 226 tokens; tokens=%d is ignored", max_length)
             return clip
-    encoder = T5TextEncoder.load(path, device=comfy_glue.offload_device(), max_length=max_length)
+    tokenizer = None if path.is_dir() else tokenizer_near(path)
+    encoder = T5TextEncoder.load(
+        path, tokenizer=tokenizer, device=comfy_glue.offload_device(), max_length=max_length
+    )
     return TextEncoder(encoder, comfy_glue.wrap_model(encoder))
+
+
+def _is_tokenizer_folder(folder: Path) -> bool:
+    return any((folder / name).is_file() for name in TOKENIZER_FILES)
+
+
+def tokenizer_near(path: Path) -> Path | None:
+    """A T5 tokenizer folder for a weights file that has none: beside it, or anywhere in the text encoder folders
+    (the official download's `t5-v1_1-xxl/` holds one)."""
+    candidates = [path.parent, path.parent / "tokenizer", path.parent.parent / "tokenizer"]
+    for kind in comfy_glue.TEXT_ENCODER_FOLDERS:
+        for root in comfy_glue.folder_roots(kind):
+            if root.is_dir():
+                candidates += sorted({f.parent for name in TOKENIZER_FILES for f in root.rglob(name)})
+    found = next((folder for folder in candidates if _is_tokenizer_folder(folder)), None)
+    if found is not None:
+        log.info("T5 tokenizer for %s: %s", path.name, found)
+    return found

@@ -279,3 +279,57 @@ def test_block_swap_matches_the_whole_model(env, conditioning):
         sample(env, swapped, conditioning)["samples"], sample(env, whole, conditioning)["samples"]
     )
     assert all(p.device.type == "cpu" for p in swapped.transformer.transformer_blocks[-1].parameters())
+
+
+def test_flow_video_input_gives_the_same_motion_as_its_trajectory(env):
+    """The dense path: the colour-coded flow video of a trajectory, fed back as IMAGE, encodes to equal features."""
+    model, vae = load(env)
+    trajectory = env.tora_model.trajectory.trajectory_from_json(CANVAS)
+    motion, flow_preview = motion_for(env, model, vae, trajectory)
+    node = nodes(env)["TrajectoryToMotionLatent"]
+    dense, _ = node.encode(model, vae, W, H, F, 1.0, 0.0, 1.0, "auto", True, flow_images=flow_preview)
+    for a, b in zip(motion.features, dense.features, strict=True):
+        assert torch.equal(a, b)
+    with pytest.raises(env.tora_model.errors.ConfigError, match="exactly one"):
+        node.encode(model, vae, W, H, F, 1.0, 0.0, 1.0, "auto", True)
+    with pytest.raises(env.tora_model.errors.ConfigError, match="flow_images has 9 frames of 96x64"):
+        node.encode(model, vae, 128, H, F, 1.0, 0.0, 1.0, "auto", True, flow_images=flow_preview)
+
+
+def test_diffusers_folder_layout_takes_the_vae_beside_it(env):
+    """Tora_T2V_diffusers/{transformer,vae}/ in models/tora: one combo entry, VAE '(from model file)'."""
+    root = Path(os.environ["TORA_MODELS_DIR"])
+    release = root / "tora" / "Tora_T2V_diffusers"
+    (release / "transformer").mkdir(parents=True)
+    shutil.copy(
+        root / "tora" / "tiny_t2v.safetensors",
+        release / "transformer" / "diffusion_pytorch_model.safetensors",
+    )
+    (release / "transformer" / "config.json").write_text(
+        json.dumps({"_class_name": "ToraTransformer3DModel"})
+    )
+    shutil.copytree(root / "vae" / "tiny_vae", release / "vae")
+    loader = nodes(env)["LoadToraModel"]
+    entries = loader.INPUT_TYPES()["required"]["model"][0]
+    assert "tora/Tora_T2V_diffusers/transformer/" in entries
+    assert not any(e.startswith("tora/Tora_T2V_diffusers/transformer/diffusion") for e in entries)
+    model, vae = loader.load(
+        "tora/Tora_T2V_diffusers/transformer/", "(from model file)", "fp32", "sdpa", "comfy", 0
+    )
+    reference, _ = load(env)
+    assert vae.source.endswith("Tora_T2V_diffusers/vae") and not model.is_i2v
+    assert torch.equal(_forward(model), _forward(reference))
+
+
+def test_t5_weights_file_finds_its_tokenizer(env):
+    """A single T5 weights file (like the T5 inside the SAT file) uses a tokenizer folder from models/text_encoders."""
+    root = Path(os.environ["TORA_MODELS_DIR"])
+    weights = root / "text_encoders" / "tiny_t5" / "model.safetensors"
+    shutil.copy(weights, root / "text_encoders" / "t5_only.safetensors")
+    n = nodes(env)
+    (from_file,) = n["LoadToraTextEncoder"].load("text_encoders/t5_only.safetensors", TOKENS)
+    (from_folder,) = n["LoadToraTextEncoder"].load("text_encoders/tiny_t5/", TOKENS)
+    prompt = "a red cat runs on the grass"
+    a = n["ToraTextEncode"].encode(from_file, prompt)[0][0][0]
+    b = n["ToraTextEncode"].encode(from_folder, prompt)[0][0][0]
+    assert a.shape == (1, TOKENS, TEXT_DIM) and torch.equal(a, b)
