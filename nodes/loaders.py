@@ -15,7 +15,7 @@ import torch
 
 from ..tora_model import keymaps
 from ..tora_model.checkpoints import infer_config, inspect_checkpoint, load_transformer, read_state_dict
-from ..tora_model.errors import CheckpointError
+from ..tora_model.errors import CheckpointError, ConfigError
 from ..tora_model.vae_loading import load_vae
 from . import comfy_glue, memory
 from .text_encoder import load_text_encoder
@@ -133,6 +133,13 @@ class LoadToraModel:
         checkpoint = inspect_checkpoint(path, split)
         config = infer_config(checkpoint)
         log.info("%s: %s, %s", model, "I2V" if config.is_i2v else "T2V", checkpoint.format)
+        if offload == "block_swap" and blocks_to_swap > config.num_layers:
+            raise ConfigError(
+                f"blocks_to_swap={blocks_to_swap} but {model} has {config.num_layers} transformer blocks"
+            )
+        vae_source = (
+            _vae_inside(path) if vae == FROM_MODEL else comfy_glue.resolve_model(vae, comfy_glue.VAE_FOLDERS)
+        )
         transformer = self._transformer(path, split, precision, attention)
         swapped = []
         if offload == "block_swap" and blocks_to_swap > 0:
@@ -145,9 +152,6 @@ class LoadToraModel:
         patcher = None if swapped else comfy_glue.wrap_model(transformer)
         compute = transformer.dtype
         handle = ToraModel(transformer, patcher, compute, precision, attention, len(swapped), model)
-        vae_source = (
-            _vae_inside(path) if vae == FROM_MODEL else comfy_glue.resolve_model(vae, comfy_glue.VAE_FOLDERS)
-        )
         return (handle, load_tora_vae(vae_source, compute))
 
     @staticmethod

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..tora_model.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 
@@ -52,7 +54,10 @@ def enable_block_swap(
 ) -> list[nn.Module]:
     """Swap the last `count` blocks in and out around their forward; returns the swapped blocks."""
     if not 0 <= count <= len(blocks):
-        raise ValueError(f"blocks_to_swap must be between 0 and {len(blocks)} for this model, got {count}")
+        raise ConfigError(
+            f"blocks_to_swap must be between 0 and {len(blocks)} for this model (it has {len(blocks)} blocks), "
+            f"got {count}"
+        )
     swapped = list(blocks)[len(blocks) - count :]
     for block in swapped:
         block.to(offload_device)
