@@ -165,6 +165,7 @@ def test_generate_i2v_encodes_the_start_image_first(tmp_path):
         ("--trajectory", r"--trajectory .*missing\.pt: no such file"),
         ("--image", r"--image .*missing\.pt: no such file"),
         ("--t5", r"--t5 .*missing\.pt: no such file or folder .*t5-v1_1-xxl"),
+        ("--prompt-embeds", r"--prompt-embeds .*missing\.pt: no such file or folder .*save_file"),
     ],
 )
 def test_missing_files_name_flag_path_and_source(model_files, tmp_path, caplog, flag, expected):

@@ -28,7 +28,7 @@ from .config import ToraConfig
 from .errors import CheckpointError, ConfigError, ToraError, TrajectoryFormatError
 from .motion_guidance import motion_from_trajectory
 from .pipeline import check_generation_size, decode_latents, encode_image_latents, sample_latents
-from .trajectory import Track, Trajectory
+from .trajectory import Track, Trajectory, load_official_txt, load_trajectory_file
 from .transformer import build_transformer
 from .vae import CogVideoXVAE, VAEConfig
 
@@ -46,6 +46,7 @@ T5_SOURCE = (
     "get T5 v1.1 XXL (encoder + tokenizer) from Hugging Face 'Alibaba-Research-Intelligence-Computing/Tora' "
     "(t5-v1_1-xxl/ folder) or 'Alibaba-Research-Intelligence-Computing/Tora_T2V_diffusers' (text_encoder/ + tokenizer/)"
 )
+EMBEDS_SOURCE = "write one with safetensors.torch.save_file({'prompt_embeds': t5_embeddings}, path), or encode with --t5 instead"
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
@@ -121,8 +122,6 @@ def load_image(path: Path) -> np.ndarray:
 
 def load_trajectory(paths: list[Path]):
     """One .json/.txt file, or several official .txt files (one track each, like the official --point_path)."""
-    from .trajectory import load_official_txt, load_trajectory_file
-
     for path in paths:
         if not path.is_file():
             raise TrajectoryFormatError(
@@ -139,7 +138,6 @@ def load_trajectory(paths: list[Path]):
 
 def load_prompt_embeds(path: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
     """A .safetensors/.pt file with 'prompt_embeds' [1, L, D] and optionally 'negative_prompt_embeds'."""
-    require_path("--prompt-embeds", path, "a .safetensors file with a 'prompt_embeds' tensor [1, L, D]", "")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -227,6 +225,13 @@ def _check_generate_args(args: argparse.Namespace) -> None:
     require_path("--vae", args.vae, "a CogVideoX VAE file or folder", VAE_SOURCE)
     if args.t5 is not None:
         require_path("--t5", args.t5, "a T5 v1.1 XXL folder with the encoder and tokenizer", T5_SOURCE)
+    if args.prompt_embeds is not None:
+        require_path(
+            "--prompt-embeds",
+            args.prompt_embeds,
+            "a .safetensors file with 'prompt_embeds' [1, L, D]",
+            EMBEDS_SOURCE,
+        )
     if args.t5_tokenizer is not None:
         require_path("--t5-tokenizer", args.t5_tokenizer, "a T5 tokenizer folder (spiece.model)", T5_SOURCE)
     if args.image is not None and not args.image.is_file():
