@@ -34,17 +34,14 @@ ADALN_PARTS = 12
 NORM1_CHUNKS = (0, 1, 2, 6, 7, 8)  # attention: img (shift, scale, gate), text (shift, scale, gate)
 NORM2_CHUNKS = (3, 4, 5, 9, 10, 11)  # feed-forward: same order
 
-FUSER_PARAMS = tuple(
-    f"{name}.{kind}"
-    for name in (
-        "flow_gamma_spatial",
-        "flow_gamma_temporal",
-        "flow_beta_spatial",
-        "flow_beta_temporal",
-        "flow_cond_norm",
-    )
-    for kind in ("weight", "bias")
+FUSER_MODULES = (
+    "flow_gamma_spatial",
+    "flow_gamma_temporal",
+    "flow_beta_spatial",
+    "flow_beta_temporal",
+    "flow_cond_norm",
 )
+FUSER_PARAMS = tuple(f"{module}.{kind}" for module in FUSER_MODULES for kind in ("weight", "bias"))
 
 
 @dataclass(frozen=True)
@@ -116,45 +113,32 @@ SAT_GLOBAL = {
     "mixins.final_layer.linear.bias": "proj_out.bias",
 }
 
-# Per-block rules; `{i}` is the block index. Value: (target template, parts, take) for each produced tensor.
-_COPY = (1, (0,))
-SAT_BLOCK: dict[str, tuple[tuple[str, int, tuple[int, ...]], ...]] = {}
-for _kind in ("weight", "bias"):
-    SAT_BLOCK.update(
-        {
-            f"transformer.layers.{{i}}.input_layernorm.{_kind}": (
-                (f"transformer_blocks.{{i}}.norm1.norm.{_kind}", *_COPY),
-            ),
-            f"transformer.layers.{{i}}.post_attention_layernorm.{_kind}": (
-                (f"transformer_blocks.{{i}}.norm2.norm.{_kind}", *_COPY),
-            ),
-            f"transformer.layers.{{i}}.attention.query_key_value.{_kind}": tuple(
-                (f"transformer_blocks.{{i}}.attn1.{name}.{_kind}", 3, (k,))
-                for k, name in enumerate(("to_q", "to_k", "to_v"))
-            ),
-            f"transformer.layers.{{i}}.attention.dense.{_kind}": (
-                (f"transformer_blocks.{{i}}.attn1.to_out.0.{_kind}", *_COPY),
-            ),
-            f"transformer.layers.{{i}}.mlp.dense_h_to_4h.{_kind}": (
-                (f"transformer_blocks.{{i}}.ff.net.0.proj.{_kind}", *_COPY),
-            ),
-            f"transformer.layers.{{i}}.mlp.dense_4h_to_h.{_kind}": (
-                (f"transformer_blocks.{{i}}.ff.net.2.{_kind}", *_COPY),
-            ),
-            f"mixins.adaln_layer.adaLN_modulations.{{i}}.1.{_kind}": (
-                (f"transformer_blocks.{{i}}.norm1.linear.{_kind}", ADALN_PARTS, NORM1_CHUNKS),
-                (f"transformer_blocks.{{i}}.norm2.linear.{_kind}", ADALN_PARTS, NORM2_CHUNKS),
-            ),
-            f"mixins.adaln_layer.query_layernorm_list.{{i}}.{_kind}": (
-                (f"transformer_blocks.{{i}}.attn1.norm_q.{_kind}", *_COPY),
-            ),
-            f"mixins.adaln_layer.key_layernorm_list.{{i}}.{_kind}": (
-                (f"transformer_blocks.{{i}}.attn1.norm_k.{_kind}", *_COPY),
-            ),
-        }
-    )
-for _param in FUSER_PARAMS:
-    SAT_BLOCK[f"mixins.adaln_layer.fuser_list.{{i}}.{_param}"] = ((f"fuser.{{i}}.{_param}", *_COPY),)
+# Per-block rules, for the module's `.weight` and `.bias` alike; `{i}` is the block index.
+# SAT module -> the canonical modules it becomes: (name, parts, take).
+SAT_BLOCK_MODULES: dict[str, tuple[tuple[str, int, tuple[int, ...]], ...]] = {
+    "transformer.layers.{i}.input_layernorm": (("transformer_blocks.{i}.norm1.norm", 1, (0,)),),
+    "transformer.layers.{i}.post_attention_layernorm": (("transformer_blocks.{i}.norm2.norm", 1, (0,)),),
+    "transformer.layers.{i}.attention.query_key_value": (
+        ("transformer_blocks.{i}.attn1.to_q", 3, (0,)),
+        ("transformer_blocks.{i}.attn1.to_k", 3, (1,)),
+        ("transformer_blocks.{i}.attn1.to_v", 3, (2,)),
+    ),
+    "transformer.layers.{i}.attention.dense": (("transformer_blocks.{i}.attn1.to_out.0", 1, (0,)),),
+    "transformer.layers.{i}.mlp.dense_h_to_4h": (("transformer_blocks.{i}.ff.net.0.proj", 1, (0,)),),
+    "transformer.layers.{i}.mlp.dense_4h_to_h": (("transformer_blocks.{i}.ff.net.2", 1, (0,)),),
+    "mixins.adaln_layer.adaLN_modulations.{i}.1": (
+        ("transformer_blocks.{i}.norm1.linear", ADALN_PARTS, NORM1_CHUNKS),
+        ("transformer_blocks.{i}.norm2.linear", ADALN_PARTS, NORM2_CHUNKS),
+    ),
+    "mixins.adaln_layer.query_layernorm_list.{i}": (("transformer_blocks.{i}.attn1.norm_q", 1, (0,)),),
+    "mixins.adaln_layer.key_layernorm_list.{i}": (("transformer_blocks.{i}.attn1.norm_k", 1, (0,)),),
+    **{f"mixins.adaln_layer.fuser_list.{{i}}.{m}": ((f"fuser.{{i}}.{m}", 1, (0,)),) for m in FUSER_MODULES},
+}
+SAT_BLOCK = {
+    f"{source}.{kind}": tuple((f"{target}.{kind}", parts, take) for target, parts, take in targets)
+    for source, targets in SAT_BLOCK_MODULES.items()
+    for kind in ("weight", "bias")
+}
 
 # The block index is the first all-digit component after one of these list names.
 _BLOCK_INDEX = re.compile(r"^(transformer\.layers|mixins\.adaln_layer\.[A-Za-z_]+)\.(\d+)\.(.+)$")
