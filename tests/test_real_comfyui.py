@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -131,6 +132,8 @@ class Server:
             "--disable-auto-launch",
             "--preview-method",
             "latent2rgb",
+            "--extra-model-paths-config",
+            str(self.base / "extra_model_paths.yaml"),
         ]
         with open(self.log, "w") as log:
             self.process = subprocess.Popen(command, cwd=COMFY, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -248,6 +251,12 @@ def server(tmp_path_factory):
     write_tiny_models(base / "models")
     (base / "input").mkdir()
     write_start_image(base / "input" / "tora_start_image.png", WIDTH, HEIGHT)
+    # a user's own `tora:` path (loaded before custom nodes): the pack must add models/tora, not replace it
+    (base / "elsewhere").mkdir()
+    shutil.copy(
+        base / "models" / "tora" / "tiny_t2v.safetensors", base / "elsewhere" / "from_yaml.safetensors"
+    )
+    (base / "extra_model_paths.yaml").write_text(f"mine:\n  tora: {base / 'elsewhere'}\n")
     srv = Server(base)
     srv.start(python)
     yield srv
@@ -259,7 +268,8 @@ def test_pack_loads_without_import_errors(server):
     assert f"IMPORT FAILED): {server.base / 'custom_nodes' / PACK_LINK_NAME}" not in log, log[-4000:]
     object_info = server.get("/object_info")
     assert set(OUR_IDS) <= set(object_info)
-    assert "tora/tiny_t2v.safetensors" in object_info["LoadToraModel"]["input"]["required"]["model"][0]
+    models = object_info["LoadToraModel"]["input"]["required"]["model"][0]
+    assert {"tora/tiny_t2v.safetensors", "tora/from_yaml.safetensors"} <= set(models)  # both tora paths kept
     assert server.get("/extensions") is not None
 
 
