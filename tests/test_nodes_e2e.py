@@ -8,6 +8,7 @@ fp8 storage and block swap are compared with bf16 / whole-model runs (tolerance 
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -17,14 +18,12 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
-from transformers import T5Config, T5EncoderModel, T5Tokenizer
 
 from tests.test_nodes import load_pack
 
 W, H, F = 96, 64, 9  # tiny generation: latents [1, 3, 16, 8, 12] (odd T: the VAE decodes 4T-3 frames)
 TOKENS = 16  # the tiny transformer's max_text_len
 TEXT_DIM = 32
-WORDS = ["▁a", "▁red", "▁cat", "▁runs", "▁on", "▁the", "▁grass", "▁balloon", "s", "a", "o", "t"]
 CANVAS = {
     "version": 1,
     "width": 720,
@@ -54,7 +53,8 @@ def _randomized(module: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
 
 
 def write_tiny_models(root) -> None:
-    """models/tora/tiny_{t2v,i2v}.safetensors, models/vae/tiny_vae/ (diffusers), models/text_encoders/tiny_t5/."""
+    """models/tora/tiny_{t2v,i2v}.safetensors, models/vae/tiny_vae/ (diffusers), models/text_encoders/tiny_t5/
+    (the CLI demo's tiny T5 with its word-level tokenizer)."""
     pack = load_pack()
     from_config = pack.tora_model.config.ToraConfig.preset
     (root / "tora").mkdir(parents=True)
@@ -75,25 +75,8 @@ def write_tiny_models(root) -> None:
         "latent_channels": vae_config.latent_channels,
     }
     (vae_dir / "config.json").write_text(json.dumps(diffusers_config))
-    t5_dir = root / "text_encoders" / "tiny_t5"
-    torch.manual_seed(4)
-    config = T5Config(
-        vocab_size=40,
-        d_model=TEXT_DIM,
-        d_kv=8,
-        d_ff=48,
-        num_layers=2,
-        num_heads=4,
-        relative_attention_num_buckets=8,
-        feed_forward_proj="gated-gelu",
-        is_encoder_decoder=False,
-        use_cache=False,
-        tie_word_embeddings=False,
-    )
-    T5EncoderModel(config).save_pretrained(t5_dir)
-    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
-    vocab += [(word, -3.0 - 0.1 * i) for i, word in enumerate(WORDS)]
-    T5Tokenizer(vocab=vocab, extra_ids=0).save_pretrained(t5_dir)
+    cli = importlib.import_module(f"{pack.__name__}.tora_model.cli")
+    cli.write_demo_t5(root / "text_encoders" / "tiny_t5", TEXT_DIM, seed=4)
 
 
 def write_start_image(path, width: int, height: int) -> None:
