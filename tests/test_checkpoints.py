@@ -16,6 +16,7 @@ from safetensors.torch import save_file
 
 from tora_model.checkpoints import (
     SafetensorsFile,
+    infer_config,
     inspect_checkpoint,
     load_transformer,
     read_state_dict,
@@ -314,6 +315,41 @@ def test_safetensors_row_ranges_equal_torch_slicing(tmp_path, dtype):
     got = file.read("t", rows)
     assert got.dtype == dtype and got.view(torch.uint8).equal(expected.view(torch.uint8))
     assert file.read("t").view(torch.uint8).equal(tensor.view(torch.uint8))
+
+
+MANIFESTS = Path(__file__).resolve().parents[2] / "shared" / "reference" / "manifests"
+
+
+@pytest.mark.skipif(not MANIFESTS.is_dir(), reason=f"reference manifests not found at {MANIFESTS}")
+@pytest.mark.parametrize(
+    ("manifest", "prefix", "layout", "expected_config"),
+    [
+        ("tora_sat_t2v_diffusion_model.tsv", SAT_PREFIX, "SAT", ToraConfig.preset("cogvideox_5b_t2v")),
+        ("tora_sat_i2v_diffusion_model.tsv", SAT_PREFIX, "SAT", ToraConfig.preset("cogvideox_5b_i2v")),
+        ("tora_t2v_transformer_diffusers.tsv", "", "diffusers", ToraConfig.preset("cogvideox_5b_t2v")),
+        (
+            "cogvideox5b_i2v_transformer_diffusers.tsv",
+            "",
+            "diffusers",
+            ToraConfig.preset("cogvideox_5b_i2v").replace(has_motion_modules=False),
+        ),
+    ],
+)
+def test_released_layouts_infer_the_5b_config_and_fit_the_model(manifest, prefix, layout, expected_config):
+    """Real key sets and shapes (meta tensors) → the exact 5B config, and the names/shapes the model expects."""
+    state_dict = {}
+    for line in (MANIFESTS / manifest).read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, shape, _ = line.split("\t")
+            dims = [int(n) for n in shape.strip("[]").split(",") if n.strip()]
+            state_dict[prefix + key] = torch.empty(dims, dtype=torch.bfloat16, device="meta")
+    checkpoint = inspect_checkpoint(state_dict)
+    assert checkpoint.format == f"{layout} layout, passed in memory"
+    config = infer_config(checkpoint)
+    assert config == expected_config
+    found = {k: tuple(t.shape) for k, t in checkpoint.meta_state_dict().items()}
+    expected = {k: tuple(t.shape) for k, t in build_transformer(config, device="meta").state_dict().items()}
+    assert found == expected
 
 
 # --- errors ----------------------------------------------------------------------------------------------------
