@@ -63,7 +63,7 @@ test("editor replaces the raw STRING widget and shows the linked LoadImage pictu
       raw: node.widgets.find((w) => w.name === "trajectory").hidden,
       editorSerialized: node.widgets.find((w) => w.name === "trajectory_editor").serialize,
       editors: document.querySelectorAll(".tora-ed canvas").length,
-      visibleTextareas: [...document.querySelectorAll("textarea")].filter((t) => t.offsetParent !== null).length,
+      visibleTextareas: [...document.querySelectorAll("textarea")].filter((t) => t.offsetParent !== null && !t.closest(".tora-ed")).length,
     };
   }, ids.canvas);
   assert.deepEqual(info, { raw: true, editorSerialized: false, editors: 1, visibleTextareas: 0 });
@@ -118,8 +118,19 @@ test("save -> loadGraphData round-trips; zoomed drag and width change keep canva
 });
 
 test("after a run the node's returned background is shown", { skip: skip || (process.env.TORA_COMFYUI_EXECUTE === "0" && "TORA_COMFYUI_EXECUTE=0") }, async () => {
-  await page.evaluate(() => app.queuePrompt(0, 1));
+  await page.evaluate((id) => {
+    // The canvas node is not an output node: give the prompt an output through its preview IMAGE.
+    const node = app.graph.getNodeById(id);
+    const preview = LiteGraph.createNode("PreviewImage");
+    preview.pos = [1050, 40];
+    app.graph.add(preview);
+    node.connect(node.outputs.findIndex((o) => o.type === "IMAGE"), preview, 0);
+    // A frame count not used before, so the server's cache cannot skip the node on a re-run.
+    node.widgets.find((w) => w.name === "frames").value = 49 + 4 * (Date.now() % 80);
+    app.queuePrompt(0, 1);
+  }, ids.canvas);
   await page.waitForFunction(() => document.querySelector(".tora-ed")?.dataset.background?.includes("type=temp"), null, { timeout: 60000 });
+  await page.screenshot({ path: "/tmp/tora_comfyui_executed.png" });
 });
 
 test("Vue node renderer: the editor is the node's DOM widget and edits the same value", { skip: skip || (process.env.TORA_COMFYUI_VUE !== "1" && "TORA_COMFYUI_VUE not set") }, async () => {
@@ -138,7 +149,7 @@ test("Vue node renderer: the editor is the node's DOM widget and edits the same 
     return node.id;
   });
   await page.locator(".tora-ed canvas").waitFor({ state: "visible" });
-  assert.equal(await page.evaluate(() => [...document.querySelectorAll("textarea")].filter((t) => t.offsetParent !== null).length), 0);
+  assert.equal(await page.evaluate(() => [...document.querySelectorAll("textarea")].filter((t) => t.offsetParent !== null && !t.closest(".tora-ed")).length), 0);
   await page.getByRole("button", { name: "+ Path" }).click();
   for (const [x, y] of [[100, 380], [300, 120], [600, 300]]) await page.mouse.click(...(await canvasPoint(page, x, y)));
   assertNear(await lastTrack(), [[100, 380], [300, 120], [600, 300]], "Vue mode track", 2.5);

@@ -124,7 +124,7 @@ test("draw two tracks, move, undo/redo, insert/delete, timing -> stored JSON v1;
   await page.locator('input[type="range"]').focus();
   await page.keyboard.press("?");
   assert.equal(await page.locator(".help").isVisible(), false, "? typed in the scrubber is not a shortcut");
-  await page.locator("canvas").focus();
+  await page.locator(".tora-ed .keys").focus();
   await page.keyboard.press("?");
   assert.equal(await page.locator(".help").isVisible(), true);
   await page.keyboard.press("Escape");
@@ -159,7 +159,7 @@ test("draw two tracks, move, undo/redo, insert/delete, timing -> stored JSON v1;
   await page.screenshot({ path: screenshot });
 
   // Space plays (8 frames per second) and pauses.
-  await page.locator("canvas").focus();
+  await page.locator(".tora-ed .keys").focus();
   await page.keyboard.press(" ");
   await page.waitForTimeout(400);
   await page.keyboard.press(" ");
@@ -219,7 +219,7 @@ test("import official .txt and JSON, export .txt and JSON through the toolbar", 
   await file.setInputFiles({ name: "other.json", mimeType: "application/json", buffer: Buffer.from(JSON.stringify(other)) });
   t = await stored();
   assert.deepEqual(t.tracks, [{ ...other.tracks[0], points: [[360, 120]] }]);
-  await page.locator("canvas").focus();
+  await page.locator(".tora-ed .keys").focus();
   await page.keyboard.press("Control+z");
   assert.equal(await value(), before);
 

@@ -124,6 +124,10 @@ app.registerExtension({
     });
     chain(proto, "onDrawForeground", function () {
       refreshLinkedBackground(this);
+      // frames may be set without a callback (converted to an input, set by a script): follow it cheaply.
+      const s = state.get(this);
+      const frames = numberOf(this, "frames", 49);
+      if (s && s.editor.frames !== frames) s.editor.setFrames(frames);
     });
   },
   afterConfigureGraph() {

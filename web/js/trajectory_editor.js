@@ -334,7 +334,8 @@ export class TrajectoryEditor {
 
   onPointerDown(e) {
     e.stopPropagation();
-    this.canvas.focus();
+    e.preventDefault(); // no mousedown focus change: keyboard focus goes to the key sink
+    this.ui.keys.focus({ preventScroll: true });
     const p = this.toCanvas(e);
     const hit = this.pick(p);
     if (e.button === 2) {
@@ -389,7 +390,7 @@ export class TrajectoryEditor {
   }
 
   onKeyDown(e) {
-    if (e.target.matches?.("input, select, textarea")) return;
+    if (e.target !== this.ui.keys) return; // form controls keep their keys; the host gets the rest
     const key = e.key.toLowerCase();
     const mod = e.ctrlKey || e.metaKey;
     const actions = {
@@ -420,6 +421,8 @@ export class TrajectoryEditor {
     c.addEventListener("pointercancel", (e) => this.onPointerUp(e));
     c.addEventListener("contextmenu", (e) => (e.preventDefault(), e.stopPropagation()));
     this.ui.root.addEventListener("keydown", (e) => this.onKeyDown(e));
+    // After a toolbar button, shortcuts (Ctrl+Z, Delete, ...) go on working in the editor.
+    this.ui.root.addEventListener("click", (e) => e.target.closest?.("button") && this.ui.keys.focus({ preventScroll: true }));
   }
 
   // ------------------------------------------------------------ rendering

@@ -20,13 +20,15 @@ export const HELP_ROWS = [
 ];
 
 const CSS = `
-.tora-ed{display:flex;flex-direction:column;gap:3px;width:100%;height:100%;box-sizing:border-box;font:12px sans-serif;color:#ddd;position:relative;outline:none}
+.tora-ed{display:flex;flex-direction:column;gap:3px;width:100%;height:100%;box-sizing:border-box;font:12px sans-serif;color:#ddd;position:relative}
 .tora-ed .row{display:flex;flex-wrap:wrap;gap:3px;align-items:center}
 .tora-ed button,.tora-ed select,.tora-ed input{font:12px sans-serif;background:#2b2e33;color:#ddd;border:1px solid #555;border-radius:3px;padding:1px 4px}
 .tora-ed button:disabled{opacity:.4}
 .tora-ed input[type=number]{width:48px}
 .tora-ed input[type=range]{flex:1;min-width:60px}
-.tora-ed .stage{flex:1;min-height:60px;display:flex;align-items:center;justify-content:center;overflow:hidden}
+.tora-ed .stage{flex:1;min-height:60px;display:flex;align-items:center;justify-content:center;overflow:hidden;position:relative}
+.tora-ed .keys{position:absolute;left:0;top:0;width:1px;height:1px;opacity:0;padding:0;border:0;resize:none;pointer-events:none}
+.tora-ed .stage:has(.keys:focus-visible) canvas{outline:1px solid #8ab4f8}
 .tora-ed canvas{cursor:crosshair;touch-action:none;outline:none}
 .tora-ed .warn{background:#5a3a00;color:#ffd27a;padding:2px 4px;border-radius:3px}
 .tora-ed .msgs{display:flex;gap:8px;height:16px;line-height:16px;overflow:hidden;white-space:nowrap}
@@ -99,13 +101,16 @@ export function buildPanel(ed) {
     warning: el("div", { className: "warn", hidden: true }),
     problems: el("div", { className: "problems" }),
     status: el("div", { className: "status" }),
-    canvas: el("canvas", { tabIndex: 0 }),
+    canvas: el("canvas"),
+    // Keyboard focus lives in a hidden read-only textarea: hosts such as ComfyUI treat a focused text field
+    // as "typing" and leave its keys alone (their own Ctrl+Z would otherwise reload the whole graph).
+    keys: el("textarea", { className: "keys", readOnly: true, ariaLabel: "Trajectory editor: press ? for keyboard help" }),
     help: el("div", { className: "help", hidden: true }),
   };
   ui.help.append(el("b", { textContent: "Trajectory editor" }), el("table", {}, HELP_ROWS.map(([k, v]) => el("tr", {}, [el("td", { textContent: k }), el("td", { textContent: v })]))));
-  ui.stage = el("div", { className: "stage" }, [ui.canvas]);
+  ui.stage = el("div", { className: "stage" }, [ui.canvas, ui.keys]);
   const label = (text) => el("span", { textContent: text });
-  ui.root = el("div", { className: "tora-ed", tabIndex: -1 }, [
+  ui.root = el("div", { className: "tora-ed" }, [
     el("div", { className: "row" }, [ui.trackSelect, ui.addPath, ui.addHold, ui.delTrack, ui.undo, ui.redo, ui.importBtn, ui.exportJson, ui.exportTxt, ui.helpBtn, file]),
     el("div", { className: "row" }, [ui.interpolation, label("start"), ui.start, label("end"), ui.end, ui.easing]),
     ui.warning,
