@@ -475,3 +475,11 @@ def test_kijai_folder_without_base_transformer_explains_motion_source(tmp_path):
     (folder / "transformer").rmdir()
     with pytest.raises(CheckpointError, match="motion_source"):
         load_transformer(folder)
+
+
+def test_fused_tensor_that_does_not_split_is_reported():
+    broken = {SAT_PREFIX + "transformer.layers.0.attention.query_key_value.weight": torch.zeros(7, 2)}
+    with pytest.raises(
+        CheckpointError, match=r"query_key_value.weight: dim 0 of shape \(7, 2\) does not split"
+    ):
+        load_transformer(broken)

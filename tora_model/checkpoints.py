@@ -13,10 +13,11 @@ Layouts accepted by `load_transformer` (and `inspect_checkpoint`):
     stock CogVideoX-5B(-I2V) transformer (`transformer/` inside that folder, or `motion_source=` beside `source`);
   * a state dict passed directly.
 
-Memory: the model is built on the meta device and each canonical tensor is read on its own — safetensors through
-plain file reads straight into the tensor's buffer (no mmap, so file pages never count against the process), only
-the rows a split needs — cast to `dtype`, moved to `device`, and assigned. Peak memory ≈ the model plus one tensor.
-Safetensors data is little-endian, as is every platform torch ships for.
+Memory: the model is built on the meta device and each canonical tensor is read on its own — only the rows a split
+needs — cast to `dtype`, moved to `device`, and assigned. Safetensors are read with plain file reads straight into the
+tensor's buffer (no mmap, so file pages never count against the process); a memory-mapped SAT pickle has the pages
+of each copied tensor released at once (Linux `madvise`). Peak memory ≈ the model plus one tensor
+(`bench/bench_load.py`). Safetensors data is little-endian, as is every platform torch ships for.
 """
 
 from __future__ import annotations
@@ -429,7 +430,10 @@ class Checkpoint:
 
     def meta_state_dict(self) -> dict[str, torch.Tensor]:
         """Canonical names → meta tensors of the right shape and stored dtype (nothing is read)."""
-        return {t: keymaps.apply_rule(r, self.source.meta(r.source)) for t, r in self.plan.rules.items()}
+        try:
+            return {t: keymaps.apply_rule(r, self.source.meta(r.source)) for t, r in self.plan.rules.items()}
+        except ValueError as err:  # a fused tensor that does not split evenly
+            raise CheckpointError(f"{self.location} ({self.format}): {err}; the file is damaged") from None
 
 
 def _plan_for(keys: list[str], location: str) -> tuple[str, keymaps.KeyPlan, str]:
