@@ -318,3 +318,20 @@ def test_t5_weights_file_finds_its_tokenizer(env):
     a = n["ToraTextEncode"].encode(from_file, prompt)[0][0][0]
     b = n["ToraTextEncode"].encode(from_folder, prompt)[0][0][0]
     assert a.shape == (1, TOKENS, TEXT_DIM) and torch.equal(a, b)
+
+
+def test_nodes_do_not_change_the_models_they_receive(env, conditioning, caplog):
+    """Motion encoding, sampling (with block swap) and decoding leave every weight and attribute as it was."""
+    model, vae = load(env, precision="bf16", offload="block_swap", swap=1)
+    before = {
+        k: v.clone() for k, v in [*model.transformer.state_dict().items(), *vae.vae.state_dict().items()]
+    }
+    attributes = (dict(vars(model.transformer)), dict(vars(vae.vae)))
+    trajectory = env.tora_model.trajectory.trajectory_from_json(CANVAS)
+    with caplog.at_level("INFO"):
+        motion, _ = motion_for(env, model, vae, trajectory)
+    assert "trajectory canvas 720x480 differs from the generation size 96x64" in caplog.text
+    nodes(env)["MotionVAEDecode"].decode(vae, sample(env, model, conditioning, motion), True)
+    after = {**model.transformer.state_dict(), **vae.vae.state_dict()}
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert (dict(vars(model.transformer)), dict(vars(vae.vae))) == attributes
