@@ -161,11 +161,16 @@ def chunk_bounds(length: int, per_chunk: int | None) -> list[tuple[int, int]]:
     return [(0, first)] + [(s, s + per_chunk) for s in range(first, length, per_chunk)]
 
 
-def _tile_starts(size: int, tile: int, overlap: int) -> list[int]:
-    if size <= tile:
-        return [0]
-    n = math.ceil((size - overlap) / (tile - overlap))
-    return [round(i * (size - tile) / (n - 1)) for i in range(n)]
+def _axis_tiles(size: int, tile: int, overlap: int) -> Iterator[tuple[int, int, int, int]]:
+    """(start, end, ramp in, ramp out) per tile along one axis, in latent units: the fewest tiles of at most
+    `tile` that overlap by `overlap`, made equally long so that no thin sliver is left at the end."""
+    n = math.ceil((size - overlap) / (tile - overlap)) if size > tile else 1
+    length = math.ceil((size + (n - 1) * overlap) / n)
+    spans = [(i * (length - overlap), min(i * (length - overlap) + length, size)) for i in range(n)]
+    for i, (s, e) in enumerate(spans):
+        ramp_in = spans[i - 1][1] - s if i else 0
+        ramp_out = e - spans[i + 1][0] if i + 1 < n else 0
+        yield s, e, ramp_in, ramp_out
 
 
 def _ramp(length: int, ramp_in: int, ramp_out: int, device: torch.device) -> Tensor:
@@ -178,16 +183,6 @@ def _ramp(length: int, ramp_in: int, ramp_out: int, device: torch.device) -> Ten
             w[length - ramp_out :], (torch.arange(ramp_out, 0, -1, device=device) - 0.5) / ramp_out
         )
     return w
-
-
-def _axis_tiles(size: int, tile: int, overlap: int) -> Iterator[tuple[int, int, int, int]]:
-    """(start, end, ramp in, ramp out) per tile along one axis, all in latent units."""
-    starts = _tile_starts(size, tile, overlap)
-    for i, s in enumerate(starts):
-        e = min(s + tile, size)
-        ramp_in = starts[i - 1] + tile - s if i else 0
-        ramp_out = e - starts[i + 1] if i + 1 < len(starts) else 0
-        yield s, e, ramp_in, ramp_out
 
 
 class CogVideoXVAE(nn.Module):
@@ -291,3 +286,12 @@ class CogVideoXVAE(nn.Module):
                 f"expected 1 + {self.config.temporal_compression}·k frames (e.g. 49), got {video.shape[2]}; "
                 "trim or pad the clip"
             )
+
+
+def load_vae(
+    source, dtype: torch.dtype | None = None, device=None, config: VAEConfig | None = None
+) -> CogVideoXVAE:
+    """Build and fill the VAE from a checkpoint; see `vae_loading.load_vae` (which imports this module)."""
+    from .vae_loading import load_vae as load
+
+    return load(source, dtype=dtype, device=device, config=config)

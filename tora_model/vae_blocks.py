@@ -11,8 +11,8 @@ chunk. That hand-over is the *cache*: a nested dict (child name -> sub-cache, or
 convolution) that every forward takes as an argument and returns anew. Nothing is stored on the modules.
 
 Group norms normalise over (channels of a group, T, H, W): their statistics cover every frame of the call, so a
-chunked pass equals a one-pass forward only up to those statistics (see `vae.py`). The norms here are computed in
-place where the input is no longer needed, which is why the forwards are meant for inference.
+chunked pass equals a one-pass forward only up to those statistics (see `vae.py`). Activations and the spatial
+norm's modulation are applied in place when autograd does not need the input.
 """
 
 from __future__ import annotations
@@ -49,42 +49,20 @@ def _silu(x: Tensor) -> Tensor:
     return F.silu(x, inplace=not (torch.is_grad_enabled() and x.requires_grad))
 
 
-def _group_mean_rstd(x: Tensor, groups: int, eps: float) -> tuple[Tensor, Tensor]:
-    """Per-(sample, channel) mean and 1/std of a group norm over (C/G, T, H, W); float32 statistics."""
-    b, c = x.shape[:2]
-    flat = x.reshape(b, groups, -1)  # [B, G, C/G*T*H*W]
-    if flat.dtype in (torch.float32, torch.float64):
-        var, mean = torch.var_mean(flat, dim=-1, correction=0)  # [B, G]
-    else:  # low precision: upcast one group at a time to bound the extra memory
-        stats = [torch.var_mean(flat[:, g].float(), dim=-1, correction=0) for g in range(groups)]
-        var = torch.stack([s[0] for s in stats], dim=1)
-        mean = torch.stack([s[1] for s in stats], dim=1)
-    rstd = torch.rsqrt(var + eps)
-    return mean.repeat_interleave(c // groups, dim=1), rstd.repeat_interleave(c // groups, dim=1)  # [B, C]
-
-
-def group_norm(x: Tensor, norm: nn.GroupNorm, inplace: bool = False) -> Tensor:
-    """`norm(x)` for [B, C, ...] input, optionally overwriting `x`."""
-    mean, rstd = _group_mean_rstd(x, norm.num_groups, norm.eps)  # [B, C]
-    expand = (...,) + (None,) * (x.ndim - 2)
-    scale = (rstd * norm.weight.float()).to(x.dtype)[expand]  # [B, C, 1, 1, 1]
-    out = x.sub_(mean.to(x.dtype)[expand]) if inplace else x - mean.to(x.dtype)[expand]
-    return out.mul_(scale).add_(norm.bias[expand])
-
-
 def _mul_add_repeated(out: Tensor, scale: Tensor, shift: Tensor) -> None:
-    """out ← out·up(scale) + up(shift) in place, `up` = nearest upsampling by integer factors, never materialised.
+    """out ← out·up(scale) + up(shift) in place, `up` = nearest upsampling by integer factors.
 
-    out [B, C, T, H, W]; scale, shift [B, C, t, h, w] with T = rt·t, H = rh·h, W = rw·w.
+    out [B, C, T, H, W]; scale, shift [B, C, t, h, w] with T = rt·t, H = rh·h, W = rw·w. Only the width is
+    materialised (a long contiguous inner loop); time and height repeats are broadcasts.
     """
     (t, h, w), (tt, hh, ww) = scale.shape[2:], out.shape[2:]
     if tt % t or hh % h or ww % w:
         raise ValueError(
             f"cannot repeat conditioning of size {(t, h, w)} onto features of size {(tt, hh, ww)}"
         )
-    view = out.unflatten(4, (w, ww // w)).unflatten(3, (h, hh // h)).unflatten(2, (t, tt // t))
-    # view [B, C, t, rt, h, rh, w, rw]
-    view.mul_(scale[:, :, :, None, :, None, :, None]).add_(shift[:, :, :, None, :, None, :, None])
+    scale, shift = (v.repeat_interleave(ww // w, dim=4) for v in (scale, shift))  # [B, C, t, h, W]
+    view = out.unflatten(3, (h, hh // h)).unflatten(2, (t, tt // t))  # [B, C, t, rt, h, rh, W]
+    view.mul_(scale[:, :, :, None, :, None]).add_(shift[:, :, :, None, :, None])
 
 
 class CausalConv3d(nn.Module):
@@ -121,16 +99,11 @@ class SpatialNorm3D(nn.Module):
         self.conv_y = CausalConv3d(z_channels, channels, kernel_size=1)
         self.conv_b = CausalConv3d(z_channels, channels, kernel_size=1)
 
-    def forward(self, f: Tensor, z: Tensor, inplace: bool = False) -> Tensor:
+    def forward(self, f: Tensor, z: Tensor) -> Tensor:
         # f [B, C, T, H, W] features; z [B, Cz, t, h, w] latent chunk
         norm = self.norm_layer
-        mean, rstd = _group_mean_rstd(f, norm.num_groups, norm.eps)  # [B, C]
-        y = self.conv_y(z)[0].float()  # [B, C, t, h, w]
-        shift = y * norm.bias.float()[:, None, None, None] + self.conv_b(z)[0].float()
-        scale = y * (rstd * norm.weight.float())[:, :, None, None, None]
-        centred = mean.to(f.dtype)[:, :, None, None, None]
-        out = f.sub_(centred) if inplace else f - centred
-        scale, shift = scale.to(f.dtype), shift.to(f.dtype)
+        out = F.group_norm(f, norm.num_groups, norm.weight, norm.bias, norm.eps)  # [B, C, T, H, W]
+        scale, shift = self.conv_y(z)[0], self.conv_b(z)[0]  # [B, C, t, h, w], at latent resolution
         if out.shape[2] > 1 and out.shape[2] % 2 == 1:
             _mul_add_repeated(out[:, :, :1], scale[:, :, :1], shift[:, :, :1])
             _mul_add_repeated(out[:, :, 1:], scale[:, :, 1:], shift[:, :, 1:])
@@ -156,15 +129,15 @@ class ResnetBlock3D(nn.Module):
         self.conv2 = CausalConv3d(out_channels, out_channels)
         self.conv_shortcut = nn.Conv3d(in_channels, out_channels, 1) if in_channels != out_channels else None
 
-    def _norm(self, norm: nn.Module, x: Tensor, z: Tensor | None, inplace: bool) -> Tensor:
-        return group_norm(x, norm, inplace) if z is None else norm(x, z, inplace)
+    def _norm(self, norm: nn.Module, x: Tensor, z: Tensor | None) -> Tensor:
+        return norm(x) if z is None else norm(x, z)
 
     def forward(self, x: Tensor, z: Tensor | None, cache: Cache | None) -> tuple[Tensor, Cache]:
         # x [B, Cin, T, H, W]; z [B, Cz, t, h, w] for the decoder's spatial norms, else None
         cache = cache or {}
-        h = _silu(self._norm(self.norm1, x, z, inplace=False))
+        h = _silu(self._norm(self.norm1, x, z))
         h, c1 = self.conv1(h, cache.get("conv1"))  # [B, Cout, T, H, W]
-        h = _silu(self._norm(self.norm2, h, z, inplace=True))
+        h = _silu(self._norm(self.norm2, h, z))
         h, c2 = self.conv2(h, cache.get("conv2"))
         h += x if self.conv_shortcut is None else self.conv_shortcut(x)
         return h, {"conv1": c1, "conv2": c2}
@@ -292,7 +265,7 @@ class Encoder3D(nn.Module):
         for i, block in enumerate(self.down_blocks):
             h, new[f"down_blocks.{i}"] = block(h, cache.get(f"down_blocks.{i}"))
         h, new["mid_block"] = self.mid_block(h, None, cache.get("mid_block"))  # [B, C3, t, h, w]
-        h = _silu(group_norm(h, self.norm_out, inplace=True))
+        h = _silu(self.norm_out(h))
         h, new["conv_out"] = self.conv_out(h, cache.get("conv_out"))  # [B, 2·Cz, t, h, w]
         return h, new
 
@@ -328,6 +301,6 @@ class Decoder3D(nn.Module):
         h, new["mid_block"] = self.mid_block(h, z, cache.get("mid_block"))
         for i, block in enumerate(self.up_blocks):
             h, new[f"up_blocks.{i}"] = block(h, z, cache.get(f"up_blocks.{i}"))  # ends [B, C0, T, 8h, 8w]
-        h = _silu(self.norm_out(h, z, inplace=True))
+        h = _silu(self.norm_out(h, z))
         h, new["conv_out"] = self.conv_out(h, cache.get("conv_out"))  # [B, 3, T, 8h, 8w]
         return h, new
