@@ -72,9 +72,13 @@ test("editor replaces the raw STRING widget and shows the linked LoadImage pictu
 
 test("real clicks edit the workflow value; Delete and Ctrl+Z stay inside the editor", { skip }, async () => {
   const before = await lastTrack();
+  const history = () => page.evaluate(() => app.extensionManager.workflow.activeWorkflow.changeTracker.undoQueue.length);
   await page.getByRole("button", { name: "+ Path" }).click();
+  const steps = await history();
   for (const [x, y] of [[100, 380], [300, 120], [600, 300]]) await page.mouse.click(...(await canvasPoint(page, x, y)));
   assertNear(await lastTrack(), [[100, 380], [300, 120], [600, 300]], "new track");
+  assert.equal(await history(), steps + 3, "each editor edit is one step of ComfyUI's workflow history");
+  assert.equal(await page.evaluate(() => app.extensionManager.workflow.activeWorkflow.isModified), true);
   await page.mouse.click(...(await canvasPoint(page, 600, 300)));
   await page.keyboard.press("Delete");
   assert.equal((await lastTrack()).length, 2);

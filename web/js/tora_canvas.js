@@ -74,7 +74,11 @@ function setupNode(node) {
     height: numberOf(node, "height", 480),
     frames: numberOf(node, "frames", 49),
     onChange: (text) => {
+      // Wrapped as one graph change so ComfyUI's workflow history and "modified" mark see every edit
+      // (the editor cancels pointerdown, so the window mouseup that usually triggers this never comes).
+      app.canvas?.emitBeforeChange?.();
       raw.value = text;
+      app.canvas?.emitAfterChange?.();
       node.setDirtyCanvas?.(true, true);
     },
   });
