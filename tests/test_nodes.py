@@ -121,3 +121,30 @@ def test_sampler_defaults_follow_official_inference(pack):
     assert (defaults["steps"], defaults["cfg"], defaults["dynamic_cfg"]) == (50, 6.0, True)
     assert defaults["sampler"] == "dpmpp_2m_sde"
     assert inputs["seed"][1]["control_after_generate"] is True
+
+
+def test_model_folders_list_files_and_model_folders(pack, tmp_path, monkeypatch):
+    """Loose files are entries; a sharded/diffusers folder and a split CogVideoX-5b-Tora folder are one entry each."""
+    glue = pack.nodes.comfy_glue
+    monkeypatch.setenv("TORA_MODELS_DIR", str(tmp_path))
+    files = [
+        "tora/t2v/mp_rank_00_model_states.pt",
+        "tora/notes.txt",
+        "diffusion_models/Tora_T2V_diffusers/transformer/diffusion_pytorch_model.safetensors.index.json",
+        "diffusion_models/Tora_T2V_diffusers/transformer/diffusion_pytorch_model-00001-of-00002.safetensors",
+        "diffusion_models/Tora_T2V_diffusers/transformer/diffusion_pytorch_model-00002-of-00002.safetensors",
+        "CogVideo/CogVideoX-5b-Tora/fuser/fuser.safetensors",
+        "CogVideo/CogVideoX-5b-Tora/traj_extractor/traj_extractor.safetensors",
+    ]
+    for name in files:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).touch()
+    assert glue.list_models(glue.TRANSFORMER_FOLDERS) == [
+        "CogVideo/CogVideoX-5b-Tora/",
+        "diffusion_models/Tora_T2V_diffusers/transformer/",
+        "tora/t2v/mp_rank_00_model_states.pt",
+    ]
+    assert glue.list_motion_module_folders(("CogVideo", "tora")) == ["CogVideo/CogVideoX-5b-Tora/"]
+    assert glue.resolve_model("tora/t2v/mp_rank_00_model_states.pt", ("tora",)) == tmp_path / files[0]
+    with pytest.raises(FileNotFoundError, match="i2v/mp_rank_00_model_states.pt.*'tora' folder"):
+        glue.resolve_model("tora/i2v/mp_rank_00_model_states.pt", ("tora",))
