@@ -119,6 +119,17 @@ test("save -> loadGraphData round-trips; zoomed drag and width change keep canva
   assert.equal(t.width, 1440);
   assertNear(t.tracks.at(-1).points, [[200, 380], [640, 200], [1200, 300]], "rescaled", 5);
   await page.screenshot({ path: "/tmp/tora_comfyui_frontend.png" });
+
+  // A workflow whose stored canvas differs from width/height loads unchanged, with a note.
+  const status = await page.evaluate(async (id) => {
+    const wf = JSON.parse(JSON.stringify(app.graph.serialize()));
+    wf.nodes.find((n) => String(n.id) === String(id)).widgets_values[0] = 720;
+    await app.loadGraphData(wf);
+    await new Promise((r) => setTimeout(r, 300));
+    return document.querySelector(".tora-ed .status").textContent;
+  }, ids.canvas);
+  assert.match(status, /drawn on a 1440x480 canvas; it is rescaled to the node's 720x480/);
+  assert.equal(JSON.parse(await trajectoryText()).width, 1440);
 });
 
 test("after a run the node's returned background is shown", { skip: skip || (process.env.TORA_COMFYUI_EXECUTE === "0" && "TORA_COMFYUI_EXECUTE=0") }, async () => {

@@ -49,6 +49,15 @@ function refreshLinkedBackground(node) {
   s.linkedUrl = url;
 }
 
+/** Say so when the stored canvas is not the node's width x height (the Python side rescales it). */
+function noteCanvasMismatch(node, editor) {
+  const [w, h] = [numberOf(node, "width", 720), numberOf(node, "height", 480)];
+  const { width, height } = editor.traj;
+  if (width !== w || height !== h) {
+    editor.status(`drawn on a ${width}x${height} canvas; it is rescaled to the node's ${w}x${h} (change width/height to rescale the points)`);
+  }
+}
+
 function hideWidget(w) {
   w.hidden = true; // frontend >= 1.16: skipped in layout, drawing and DOM placement
   w.computeSize = () => [0, -4]; // older LiteGraph layouts
@@ -118,6 +127,7 @@ app.registerExtension({
       s.editor.setFrames(numberOf(this, "frames", 49));
       const size = { width: numberOf(this, "width", 720), height: numberOf(this, "height", 480) };
       s.editor.setValue(widget(this, "trajectory")?.value ?? "", size);
+      noteCanvasMismatch(this, s.editor);
     });
     chain(proto, "onExecuted", function (message) {
       const ref = message?.tora_background?.[0] ?? message?.images?.[0];

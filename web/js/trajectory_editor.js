@@ -1,12 +1,12 @@
 // TrajectoryEditor: the TrajectoryCanvas drawing surface. Plain DOM, no ComfyUI imports, so it mounts in
 // any page (tests/js/editor_page.html) as well as inside a ComfyUI DOM widget (tora_canvas.js).
 //
-// Its value is the JSON v1 text of the contract (/tmp/trajectory_contract.md, mirrored by
-// trajectory_geometry.js): tracks of points in width x height canvas pixels, whatever the on-screen size.
+// Its value is trajectory JSON v1 (docs/trajectory_json.md, checked by trajectory_geometry.js): tracks of
+// points in width x height canvas pixels, whatever the on-screen size.
 // A stored value that cannot be read opens an empty editor with a warning and is handed back unchanged
 // until the user edits.
 
-import { buildPanel, HELP_ROWS } from "./trajectory_panel.js";
+import { buildPanel } from "./trajectory_panel.js";
 import { drawEditor } from "./trajectory_draw.js";
 import {
   TRAJECTORY_VERSION,
@@ -34,6 +34,7 @@ export class TrajectoryEditor {
     this.traj = { version: TRAJECTORY_VERSION, width, height, tracks: [] };
     this.raw = "";
     this.edited = false;
+    this.warning = "";
     this.selected = -1;
     this.selectedPoint = -1;
     this.frame = 0;
@@ -315,7 +316,7 @@ export class TrajectoryEditor {
     return this.traj.width / (this.canvas.getBoundingClientRect().width || this.traj.width);
   }
 
-  /** What is under p: {track, point} or {track, segment, at} or null; the selected track wins. */
+  /** What is under p: {track, point} or {track, segment} or null; the selected track wins. */
   pick(p) {
     const r = HIT_RADIUS * this.px;
     const order = this.traj.tracks.map((_, i) => i).filter((i) => i !== this.selected);
@@ -483,4 +484,3 @@ export class TrajectoryEditor {
   }
 }
 
-export { HELP_ROWS };
