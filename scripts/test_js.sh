@@ -4,13 +4,14 @@
 # Installs Debian chromium when missing (needs root/apt) and the pinned playwright-core (npm ci).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+command -v node >/dev/null 2>&1 || { echo "node (>= 20) and npm are needed for the JS tests" >&2; exit 1; }
 CHROMIUM_PATH="${CHROMIUM_PATH:-/usr/bin/chromium}"
 if [ ! -x "$CHROMIUM_PATH" ]; then
   if command -v apt-get >/dev/null 2>&1; then
     SUDO=""
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium fonts-liberation
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium fonts-liberation
   else
     echo "chromium not found at $CHROMIUM_PATH and no apt-get to install it" >&2
   fi
