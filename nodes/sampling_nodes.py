@@ -166,7 +166,9 @@ class ToraSampler:
         uncond = text_embedding(negative, "negative", config.max_text_len, config.text_dim)
         if motion is not None:
             check_motion(motion, width, height, frames)
-        image_latents = self._image_latents(model, start_image, vae, width, height, frames, seed)
+        # one RNG stream, as in the official sampling: the start image's posterior sample first, then the noise
+        generator = torch.Generator("cpu").manual_seed(seed)
+        image_latents = self._image_latents(model, start_image, vae, width, height, frames, generator)
         progress = comfy_glue.Progress(steps, unique_id)
         with runtime.on_device(model) as device:
             try:
@@ -181,7 +183,7 @@ class ToraSampler:
                     cfg=cfg,
                     dynamic_cfg=dynamic_cfg,
                     sampler=sampler,
-                    seed=seed,
+                    generator=generator,
                     motion=motion_on(motion, device),
                     image_latents=None if image_latents is None else image_latents.to(device),
                     progress=lambda step, total, x0: progress.update(step + 1, x0),
@@ -194,7 +196,7 @@ class ToraSampler:
         return ({"samples": samples.to(comfy_glue.output_device())},)
 
     @staticmethod
-    def _image_latents(model, start_image, vae, width, height, frames, seed):
+    def _image_latents(model, start_image, vae, width, height, frames, generator):
         if not model.is_i2v:
             if start_image is not None:
                 raise ConfigError(
@@ -206,7 +208,6 @@ class ToraSampler:
             raise ConfigError(
                 "this is an I2V checkpoint: connect a start_image and the vae (or load the T2V weights)"
             )
-        generator = torch.Generator("cpu").manual_seed(seed)
         with runtime.on_device(vae=vae):
             return encode_image_latents(
                 vae.vae, start_image[0], width=width, height=height, num_frames=frames, generator=generator
