@@ -243,7 +243,8 @@ def _forward(model, seed=0):
 
 
 def test_fp8_storage_is_within_tolerance_of_bf16(env):
-    """fp8_e4m3fn weights (3 mantissa bits) computed in bf16: relative L2 error under 10 % of the bf16 output."""
+    """fp8_e4m3fn weights (3 mantissa bits) computed in bf16: relative L2 error under 3 % of the bf16 output
+    (0.6 % measured on the tiny model)."""
     bf16, _ = load(env, precision="bf16")
     fp8, _ = load(env, precision="fp8_e4m3fn")
     linears = [m for m in fp8.transformer.transformer_blocks.modules() if isinstance(m, torch.nn.Linear)]
@@ -251,7 +252,7 @@ def test_fp8_storage_is_within_tolerance_of_bf16(env):
     assert fp8.compute_dtype == torch.bfloat16
     reference, result = _forward(bf16), _forward(fp8)
     relative = (result - reference).norm() / reference.norm()
-    assert 0 < relative < 0.10, relative
+    assert 0 < relative < 0.03, relative
 
 
 def test_block_swap_matches_the_whole_model(env, conditioning):
