@@ -122,6 +122,10 @@ def test_bad_sources_raise_checkpoint_errors(tiny, tmp_path):
         load_vae(garbage)
     with pytest.raises(CheckpointError, match="not a diffusers VAE folder"):
         load_vae(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"_class_name": "ToraTransformer3DModel"}))
+    save_file({"x": torch.zeros(1)}, tmp_path / "diffusion_pytorch_model.safetensors")
+    with pytest.raises(CheckpointError, match="holds a ToraTransformer3DModel"):
+        load_vae(tmp_path)
     sd = dict(tiny[0])
     sd.pop("decoder.conv_out.conv.bias")
     sd["encoder.extra.weight"] = torch.zeros(1)

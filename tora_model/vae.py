@@ -37,9 +37,8 @@ from torch import Tensor, nn
 from .errors import ConfigError
 from .vae_blocks import Cache, Decoder3D, Encoder3D
 
-SCALE = (
-    0.7  # Tora / CogVideoX-5B latent scale (not diffusers' class default 1.15258426, which is the 2B value)
-)
+# Tora / CogVideoX-5B latent scale; diffusers' class default 1.15258426 is the CogVideoX-2B value.
+SCALE = 0.7
 
 
 @dataclass(frozen=True)

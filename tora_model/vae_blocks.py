@@ -88,8 +88,8 @@ class CausalConv3d(nn.Module):
 class SpatialNorm3D(nn.Module):
     """Group norm whose scale and shift are 1×1×1 convolutions of the latent z, nearest-upsampled onto the features.
 
-    The 1×1×1 convolutions commute with nearest upsampling, so they run at latent resolution and the upsampling is
-    a broadcast. In time the first frame maps to the first latent and the rest are spread evenly over the remaining
+    The 1×1×1 convolutions commute with nearest upsampling, so they run at latent resolution and are repeated onto
+    the features while modulating them (diffusers upsamples z first and convolves at full resolution). In time the first frame maps to the first latent and the rest are spread evenly over the remaining
     latents when the feature clip has an odd length > 1 (the causal VAE's frame-0-alone rule); otherwise all evenly.
     """
 

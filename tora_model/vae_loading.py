@@ -105,6 +105,11 @@ def read_vae_state_dict(path: Path) -> tuple[dict[str, Tensor], dict | None, str
                 "diffusion_pytorch_model.safetensors (or a vae/ subfolder holding them)"
             )
         config = json.loads((folder / "config.json").read_text())
+        if config.get("_class_name", "AutoencoderKLCogVideoX") != "AutoencoderKLCogVideoX":
+            raise CheckpointError(
+                f"{folder} holds a {config['_class_name']}, not a CogVideoX VAE (AutoencoderKLCogVideoX); "
+                "point at the vae/ folder"
+            )
         sd: dict[str, Tensor] = {}
         for file in weights:
             sd.update(_read_safetensors(file))
