@@ -69,6 +69,7 @@ def write_tiny_models(root) -> None:
     vae = pack.tora_model.vae.CogVideoXVAE(vae_config)
     save_file(_randomized(vae, 3), str(vae_dir / "diffusion_pytorch_model.safetensors"))
     diffusers_config = {
+        "_class_name": "AutoencoderKLCogVideoX",
         "block_out_channels": list(vae_config.block_channels),
         "layers_per_block": vae_config.layers_per_block,
         "norm_num_groups": vae_config.norm_groups,
