@@ -615,6 +615,22 @@ def _read_canonical(checkpoint: Checkpoint, rule: keymaps.Rule) -> torch.Tensor:
     return checkpoint.source.read(rule.source, rule.row_ranges(rows))
 
 
+def _is_st_dit_file(source: object) -> bool:
+    """True for a safetensors file whose header names the spatial-temporal backbone (tora_model.st_dit)."""
+    if (
+        not isinstance(source, (str, Path))
+        or Path(source).suffix != ".safetensors"
+        or not Path(source).is_file()
+    ):
+        return False
+    from .st_dit import read_backbone
+
+    try:
+        return read_backbone(source)[0] == "st_dit"
+    except CheckpointError:
+        return False  # not readable as safetensors: the ordinary path reports what the file is
+
+
 def load_transformer(
     source: str | Path | Mapping[str, torch.Tensor],
     dtype: torch.dtype | None = None,
@@ -635,6 +651,10 @@ def load_transformer(
     """
     from .transformer import build_transformer  # deferred: reading/inspecting files does not need the model
 
+    if _is_st_dit_file(source):
+        from .st_dit import load_st_transformer
+
+        return load_st_transformer(source, dtype=dtype, device=device, config=config)
     checkpoint = inspect_checkpoint(source, motion_source)
     found = checkpoint.meta_state_dict()
     config = config or infer_config(checkpoint)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from .errors import ConfigError
 
 LATENT_CHANNELS = 16  # CogVideoX VAE latent channels
+BACKBONES = ("cogvideox", "st_dit")
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,9 @@ class ToraConfig:
     motion_channels: int = 128  # TE feature width
     extractor_blocks_per_stage: int = 2
     fuser_groups: int = 32  # GroupNorm groups of the fuser's flow_cond_norm
+    # "cogvideox" = the released joint-attention DiT (transformer.py); "st_dit" = the paper's OpenSora-style
+    # spatial-temporal DiT (st_dit.py), num_layers counting spatial and temporal blocks together.
+    backbone: str = "cogvideox"
 
     def __post_init__(self) -> None:
         if self.head_dim % 8:
@@ -60,6 +64,13 @@ class ToraConfig:
         if self.use_learned_pos_embed and not self.has_learned_pos_embed:
             raise ConfigError(
                 "use_learned_pos_embed=True needs a config with has_learned_pos_embed=True (I2V)"
+            )
+        if self.backbone not in BACKBONES:
+            raise ConfigError(f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
+        if self.backbone == "st_dit" and self.num_layers % 2:
+            raise ConfigError(
+                f"the st_dit backbone alternates spatial and temporal blocks: num_layers must be even, "
+                f"got {self.num_layers}"
             )
         if self.hidden_dim % self.fuser_groups:
             raise ConfigError(
@@ -164,6 +175,23 @@ PRESETS: dict[str, ToraConfig] = {
         time_embed_dim=32,
         motion_channels=16,
         sample_frames=9,
+        sample_height=8,
+        sample_width=12,
+    ),
+    # The paper's spatial-temporal DiT at a CPU-trainable size (tora_model.st_dit; weights from tora_model.train):
+    # 4 spatial + 4 temporal blocks of width 128, I2V, a 16-wide null text context.
+    "tiny_st": ToraConfig(
+        backbone="st_dit",
+        num_layers=8,
+        num_heads=2,
+        head_dim=32,
+        in_channels=32,
+        text_dim=16,
+        max_text_len=1,
+        time_embed_dim=64,
+        motion_channels=32,
+        extractor_blocks_per_stage=1,
+        sample_frames=17,
         sample_height=8,
         sample_width=12,
     ),
