@@ -1,0 +1,171 @@
+"""Procedural training / evaluation clips for the tiny Tora: textured objects moving over a textured background.
+
+Source: issue 7 (a CPU-trainable Tora whose control is measured by trajectory error). Each clip holds one to three
+centrally symmetric objects (disc, square, diamond) of distinct saturated colours with a moving stripe texture,
+over a static low-saturation textured background. Every object follows a `Trajectory` track a user could draw
+(2–4 control points, smooth interpolation, a start/end frame = pauses, an easing = varied speed); its per-frame
+centres are EXACTLY `resample(trajectory, F, W, H, "smooth")`, the positions the pipeline renders into the flow
+video (`flow_video` below = `render_flow` → `flow_to_rgb`, the inference functions). `track_colours` is the
+evaluation's tracker: chroma segmentation per object colour → centroid.
+
+Layouts: frames uint8 [F, H, W, 3] (RGB); centres float64 [N_objects, F, 2] (x, y in pixels, pixel centres at
+integer + 0.5); flow video uint8 [F, H, W, 3]. Deterministic for a given seed (numpy PCG64).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .flow import flow_to_rgb, render_flow
+from .resample import resample
+from .trajectory import Track, Trajectory
+
+WIDTH, HEIGHT, FRAMES = 96, 64, 17
+# Saturated, pairwise distinct in chroma direction (cosine between any two chroma vectors <= 0.5).
+PALETTE = np.array(
+    [[225, 30, 30], [30, 190, 40], [40, 70, 235], [235, 205, 20], [215, 40, 215], [20, 200, 215]],
+    dtype=np.float64,
+)
+EASINGS = ("linear", "ease-in", "ease-out", "ease-in-out")
+SHAPES = ("disc", "square", "diamond")
+MARGIN = 11  # control points keep this far from the border so the objects stay inside the frame
+
+
+@dataclass(frozen=True, eq=False)
+class Clip:
+    """One generated clip with its ground truth."""
+
+    frames: np.ndarray  # uint8 [F, H, W, 3]
+    centres: np.ndarray  # float64 [N, F, 2] — equals resample(trajectory, ...) exactly
+    colours: np.ndarray  # float64 [N, 3] RGB of each object
+    trajectory: Trajectory  # the drawn paths (canvas = the generation size)
+
+    def flow_video(self) -> np.ndarray:
+        """The conditioning flow video uint8 [F, H, W, 3], rendered as at inference."""
+        return flow_to_rgb(render_flow(self.centres, HEIGHT, WIDTH))
+
+
+def _smooth_noise(rng: np.random.Generator, cells: tuple[int, int]) -> np.ndarray:
+    """Low-frequency noise [H, W] in [0, 1]: a random grid bilinearly upsampled."""
+    grid = rng.random((cells[0] + 1, cells[1] + 1))
+    ys = np.linspace(0, cells[0], HEIGHT)[:, None]
+    xs = np.linspace(0, cells[1], WIDTH)[None, :]
+    y0, x0 = np.minimum(ys.astype(int), cells[0] - 1), np.minimum(xs.astype(int), cells[1] - 1)
+    fy, fx = ys - y0, xs - x0
+    top = grid[y0, x0] * (1 - fx) + grid[y0, x0 + 1] * fx
+    bottom = grid[y0 + 1, x0] * (1 - fx) + grid[y0 + 1, x0 + 1] * fx
+    return top * (1 - fy) + bottom * fy  # [H, W]
+
+
+def background(rng: np.random.Generator) -> np.ndarray:
+    """Static low-saturation texture float64 [H, W, 3] in [0, 255]: blotches, fine grain and faint stripes."""
+    base = 70 + 110 * _smooth_noise(rng, (int(rng.integers(2, 5)), int(rng.integers(3, 7))))  # [H, W]
+    grain = 18 * _smooth_noise(rng, (16, 24)) - 9
+    angle, period = rng.uniform(0, np.pi), rng.uniform(6, 16)
+    yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH]
+    stripes = 8 * np.sin(2 * np.pi * (xx * np.cos(angle) + yy * np.sin(angle)) / period)
+    tint = rng.uniform(-8, 8, size=3)  # a faint colour cast keeps the saturation low
+    grey = (base + grain + stripes)[..., None]  # [H, W, 1]
+    return np.clip(grey + tint, 0, 255)  # [H, W, 3]
+
+
+def random_track(rng: np.random.Generator) -> Track:
+    """A drawable path: 2–4 control points at least 24 px apart in total, pauses and an easing."""
+    count = int(rng.integers(2, 5))
+    while True:
+        xs = rng.uniform(MARGIN, WIDTH - MARGIN, size=count)
+        ys = rng.uniform(MARGIN, HEIGHT - MARGIN, size=count)
+        if np.hypot(np.diff(xs), np.diff(ys)).sum() >= 24:
+            break
+    start = int(rng.integers(0, 5)) if rng.random() < 0.5 else 0
+    end = int(rng.integers(FRAMES - 5, FRAMES)) if rng.random() < 0.5 else None
+    return Track(
+        points=tuple(zip(xs.round(1).tolist(), ys.round(1).tolist(), strict=True)),
+        interpolation="smooth",
+        start_frame=start,
+        end_frame=end,
+        easing=EASINGS[int(rng.integers(len(EASINGS)))],
+    )
+
+
+def _coverage(shape: str, dx: np.ndarray, dy: np.ndarray, radius: float) -> np.ndarray:
+    """Anti-aliased coverage in [0, 1] of a shape centred at the origin (pixel offsets dx, dy)."""
+    if shape == "disc":
+        distance = np.hypot(dx, dy)
+    elif shape == "square":
+        distance = np.maximum(np.abs(dx), np.abs(dy)) * 1.1
+    else:
+        distance = (np.abs(dx) + np.abs(dy)) * 0.8
+    return np.clip(radius + 0.5 - distance, 0.0, 1.0)
+
+
+def render(
+    rng: np.random.Generator, centres: np.ndarray, colours: np.ndarray, canvas: np.ndarray
+) -> np.ndarray:
+    """Draw the objects (later ones on top) at `centres` [N, F, 2] over `canvas` [H, W, 3] → uint8 [F, H, W, 3]."""
+    shapes = [SHAPES[int(rng.integers(len(SHAPES)))] for _ in colours]
+    radii = rng.uniform(5.5, 8.0, size=len(colours))
+    stripe_angle, stripe_period = (
+        rng.uniform(0, np.pi, size=len(colours)),
+        rng.uniform(3, 6, size=len(colours)),
+    )
+    yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH] + 0.5  # pixel centres
+    frames = np.empty((centres.shape[1], HEIGHT, WIDTH, 3))
+    for f in range(centres.shape[1]):
+        frame = canvas.copy()
+        for i, colour in enumerate(colours):
+            dx, dy = xx - centres[i, f, 0], yy - centres[i, f, 1]
+            alpha = _coverage(shapes[i], dx, dy, radii[i])[..., None]  # [H, W, 1]
+            phase = (dx * np.cos(stripe_angle[i]) + dy * np.sin(stripe_angle[i])) / stripe_period[i]
+            shade = (
+                0.78 + 0.22 * np.sign(np.sin(2 * np.pi * phase))[..., None]
+            )  # texture moves with the object
+            frame = frame * (1 - alpha) + colour * shade * alpha
+        frames[f] = frame
+    return np.clip(np.rint(frames), 0, 255).astype(np.uint8)
+
+
+def make_clip(rng: np.random.Generator, num_objects: int | None = None) -> Clip:
+    """One clip: 1–3 objects (or `num_objects`) of distinct palette colours along random tracks."""
+    count = int(rng.integers(1, 4)) if num_objects is None else num_objects
+    colours = PALETTE[rng.permutation(len(PALETTE))[:count]]
+    trajectory = Trajectory(WIDTH, HEIGHT, tuple(random_track(rng) for _ in range(count)))
+    centres = resample(trajectory, FRAMES, WIDTH, HEIGHT, "smooth")  # [N, F, 2]
+    frames = render(rng, centres, colours, background(rng))
+    return Clip(frames=frames, centres=centres, colours=colours, trajectory=trajectory)
+
+
+def make_clips(seed: int, count: int, num_objects: int | None = None) -> list[Clip]:
+    """`count` clips, deterministic for `seed`."""
+    rng = np.random.default_rng(seed)
+    return [make_clip(rng, num_objects) for _ in range(count)]
+
+
+def _chroma(rgb: np.ndarray) -> np.ndarray:
+    return rgb - rgb.mean(axis=-1, keepdims=True)
+
+
+def track_colours(
+    frames: np.ndarray, colours: np.ndarray, min_saturation: float = 60.0, min_cosine: float = 0.9
+) -> np.ndarray:
+    """Centroid per object and frame float64 [N, F, 2] (NaN where no pixel matches) by chroma segmentation.
+
+    frames uint8 or float in [0, 255] [F, H, W, 3]; a pixel belongs to object i when its saturation (max − min)
+    exceeds `min_saturation` and its chroma direction is within arccos(min_cosine) of the object colour's.
+    """
+    pixels = np.asarray(frames, dtype=np.float64)  # [F, H, W, 3]
+    saturated = pixels.max(-1) - pixels.min(-1) > min_saturation  # [F, H, W]
+    chroma = _chroma(pixels)
+    chroma /= np.linalg.norm(chroma, axis=-1, keepdims=True) + 1e-9
+    yy, xx = np.mgrid[0 : pixels.shape[1], 0 : pixels.shape[2]] + 0.5
+    out = np.full((len(colours), pixels.shape[0], 2), np.nan)
+    for i, colour in enumerate(colours):
+        target = _chroma(np.asarray(colour, dtype=np.float64))
+        mask = saturated & (chroma @ (target / np.linalg.norm(target)) > min_cosine)  # [F, H, W]
+        counts = mask.sum(axis=(1, 2))
+        found = counts > 0
+        out[i, found, 0] = (mask * xx).sum(axis=(1, 2))[found] / counts[found]
+        out[i, found, 1] = (mask * yy).sum(axis=(1, 2))[found] / counts[found]
+    return out
