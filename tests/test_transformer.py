@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from tora_model import ConfigError
 from tora_model.config import ToraConfig
-from tora_model.embeddings import rope_tables
+from tora_model.embeddings import cached_rope_tables, rope_tables
 from tora_model.transformer import ToraTransformer, build_transformer
 
 diffusers = pytest.importorskip("diffusers")
@@ -150,6 +150,22 @@ def test_rope_tables_equal_diffusers(grid, head_dim):
     assert cos.shape == (frames * height * width, head_dim)
     assert (cos - ref_cos).abs().max() <= 1e-5
     assert (sin - ref_sin).abs().max() <= 1e-5
+
+
+def test_cached_rope_tables_are_built_once_per_grid_and_usable_with_autograd():
+    dims = ToraConfig.preset("tiny").rope_dims
+    with torch.inference_mode():  # the sampler's context; the shared tables must still be ordinary tensors
+        cos, sin = cached_rope_tables((3, 4, 6), dims, torch.device("cpu"), torch.bfloat16)
+    again = cached_rope_tables((3, 4, 6), dims, torch.device("cpu"), torch.bfloat16)
+    assert again[0] is cos and again[1] is sin
+    assert not cos.is_inference() and cos.dtype == torch.bfloat16
+    ref_cos, ref_sin = rope_tables((3, 4, 6), dims)
+    assert torch.equal(cos, ref_cos.to(torch.bfloat16)) and torch.equal(sin, ref_sin.to(torch.bfloat16))
+    other = cached_rope_tables((3, 4, 8), dims, torch.device("cpu"), torch.bfloat16)
+    assert other[0].shape == (3 * 4 * 8, 16)
+    x = torch.ones(3 * 4 * 6, 16, dtype=torch.bfloat16, requires_grad=True)
+    (x * cos).sum().backward()  # saving an inference tensor for backward would raise here
+    assert torch.equal(x.grad, cos)
 
 
 @torch.no_grad()

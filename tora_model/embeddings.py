@@ -11,6 +11,7 @@ checkpoint). Layouts:
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -119,3 +120,18 @@ def rope_tables(grid: tuple[int, int, int], dims: tuple[int, int, int], device=N
         angles.append(axis_angles.view(shape).expand(*grid, dim))  # [T, H, W, d_a]
     table = torch.cat(angles, dim=-1).flatten(0, 2)  # [T·H·W, head_dim]
     return table.cos(), table.sin()
+
+
+@functools.lru_cache(maxsize=16)
+def cached_rope_tables(
+    grid: tuple[int, int, int], dims: tuple[int, int, int], device: torch.device, dtype: torch.dtype
+) -> tuple[Tensor, Tensor]:
+    """`rope_tables` cast to `dtype`, built once per (grid, dims, device, dtype) and shared: treat them as read-only.
+
+    Every denoising step of a generation uses the same grid, so the tables are not rebuilt per forward. A pure
+    memoised function (lru_cache is thread-safe) rather than module state; the tables are ordinary tensors even when
+    first requested under inference mode, so a later autograd run may use them.
+    """
+    with torch.inference_mode(False):
+        cos, sin = rope_tables(grid, dims, device)  # [T·H·W, head_dim] float32 each
+        return cos.to(dtype), sin.to(dtype)

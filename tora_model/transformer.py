@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from .attention import AttentionFn, JointAttention, attention
 from .config import LATENT_CHANNELS, ToraConfig
-from .embeddings import PatchEmbed, TimestepEmbedding, rope_tables
+from .embeddings import PatchEmbed, TimestepEmbedding, cached_rope_tables
 from .errors import ConfigError
 from .motion import MotionGuidanceFuser, TrajectoryExtractor
 
@@ -194,7 +194,7 @@ class ToraTransformer(nn.Module):
         emb = self.time_embedding(self._timesteps(timestep, batch))  # [B, E]
         text, video = self.patch_embed(x.to(dtype), text_embeds.to(dtype))  # [B, L, D], [B, N, D]
         grid = (frames, height // p, width // p)
-        rope = tuple(table.to(dtype) for table in rope_tables(grid, self.config.rope_dims, latents.device))
+        rope = cached_rope_tables(grid, self.config.rope_dims, latents.device, dtype)  # [N, head_dim] each
         fusers = self._fusers(motion_features, batch, grid, motion_scale)
         for block, fuse in zip(self.transformer_blocks, fusers, strict=True):
             video, text = block(video, text, emb, rope, attention_fn or self.attention_fn, fuse)
