@@ -1,0 +1,259 @@
+"""Train the tiny Tora on synthetic clips: `python -m tora_model.train vae|denoiser|all --seed 0 --minutes 10`.
+
+Source: issue 7; Tora paper §4 (training: the trajectory extractor, fusers and DiT learn from flow videos encoded by
+the ordinary VAE, image-to-video conditioning by the first frame); CogVideoX recipe for the denoiser (v-prediction,
+zero-terminal-SNR scaled-linear schedule, `tora_model.schedule`). CPU-sized:
+
+1. `vae`: the project's CogVideoX causal VAE at `VAE_CONFIG`, reconstruction (MSE) + a small KL, on random
+   9-frame 32×48 crops of clips and of their flow videos (the same network encodes both at inference).
+2. `denoiser`: the `tiny_st` spatial-temporal DiT with extractor and fusers. Per dataset the clip latents, the
+   first-frame latents (frame 0 encoded alone, as `pipeline.encode_image_latents` does) and the flow-video latents
+   (`Clip.flow_video`, the inference rendering) are encoded once; each step draws posterior samples (× 0.7), a
+   timestep uniform in 0..999 and noise, and regresses v. Motion features are dropped for 10 % of the samples so
+   the same weights also run without a trajectory.
+
+Deterministic for a seed on one thread (`torch.set_num_threads(1)`, which is also the fastest on a shared CPU).
+Weights go to `models/tiny_tora/`: `transformer.safetensors` (st_dit header, `checkpoints.load_transformer`) and
+`vae/` (a diffusers-style folder, `vae_loading.load_vae`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+from .config import ToraConfig
+from .flow import flow_video_to_vae_input
+from .schedule import full_sqrt_alphas_cumprod
+from .st_dit import STDiTTransformer, save_st_transformer
+from .synthetic import make_clips
+from .vae import SCALE, CogVideoXVAE, DiagonalGaussian, VAEConfig, chunk_bounds
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "models" / "tiny_tora"
+VAE_CONFIG = VAEConfig(channels=8, channel_mult=(1, 1, 2, 2), layers_per_block=1, norm_groups=4)
+PRESET = "tiny_st"
+KL_WEIGHT = 5e-4
+MOTION_DROP = 0.1
+
+
+def clip_pixels(frames: np.ndarray) -> torch.Tensor:
+    """uint8 [F, H, W, 3] → [1, 3, F, H, W] in [-1, 1] (the scaling of both the start image and the flow video)."""
+    return flow_video_to_vae_input(frames)
+
+
+# ------------------------------------------------------------------------------------------------------------ VAE
+
+
+def vae_forward(
+    vae: CogVideoXVAE, video: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, ...]:
+    """Training pass: one-pass encode (as at inference), posterior sample, chunked decode (inference schedule)."""
+    moments, _ = vae.encode_chunk(video)  # [B, 32, T, h, w]
+    posterior = DiagonalGaussian.from_moments(moments)
+    z = posterior.sample(generator)  # [B, 16, T, h, w]
+    cache, outs = None, []
+    for start, end in chunk_bounds(z.shape[2], 2):
+        out, cache = vae.decode_chunk(z[:, :, start:end], cache)
+        outs.append(out)
+    recon = torch.cat(outs, dim=2)  # [B, 3, F, H, W]
+    kl = 0.5 * (posterior.mean.square() + posterior.logvar.exp() - 1 - posterior.logvar).mean()
+    return recon, kl
+
+
+def _vae_batch(videos: list[torch.Tensor], rng: np.random.Generator, batch: int) -> torch.Tensor:
+    """Random 9-frame 32×48 crops [B, 3, 9, 32, 48] (start frame and offsets multiples of 8 px / any frame)."""
+    crops = []
+    for _ in range(batch):
+        video = videos[int(rng.integers(len(videos)))]  # [1, 3, F, H, W]
+        f0 = int(rng.integers(0, video.shape[2] - 8))
+        y0, x0 = 8 * int(rng.integers(0, 5)), 8 * int(rng.integers(0, 7))
+        crops.append(video[:, :, f0 : f0 + 9, y0 : y0 + 32, x0 : x0 + 48])
+    return torch.cat(crops)
+
+
+def train_vae(seed: int, minutes: float, num_clips: int = 400, batch: int = 4) -> CogVideoXVAE:
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    generator = torch.Generator().manual_seed(seed)
+    clips = make_clips(seed, num_clips)
+    videos = [clip_pixels(c.frames) for c in clips] + [clip_pixels(c.flow_video()) for c in clips]
+    vae = CogVideoXVAE(VAE_CONFIG).train()
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=2e-3, weight_decay=0.0)
+    start, step = time.monotonic(), 0
+    while time.monotonic() - start < minutes * 60:
+        video = _vae_batch(videos, rng, batch)
+        recon, kl = vae_forward(vae, video, generator)
+        mse = F.mse_loss(recon, video)
+        loss = mse + KL_WEIGHT * kl
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        if step % 50 == 0:
+            log.info(
+                "vae step %d  mse %.5f  kl %.3f  (%.0f s)",
+                step,
+                mse.item(),
+                kl.item(),
+                time.monotonic() - start,
+            )
+    log.info("vae: %d steps in %.1f min", step, (time.monotonic() - start) / 60)
+    return vae.eval()
+
+
+def save_vae(vae: CogVideoXVAE, folder: Path) -> None:
+    """A diffusers-style folder (config.json + diffusion_pytorch_model.safetensors) that `load_vae` reads."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = vae.config
+    config = {
+        "_class_name": "AutoencoderKLCogVideoX",
+        "in_channels": cfg.in_channels,
+        "out_channels": cfg.out_channels,
+        "latent_channels": cfg.latent_channels,
+        "block_out_channels": list(cfg.block_channels),
+        "layers_per_block": cfg.layers_per_block,
+        "norm_num_groups": cfg.norm_groups,
+        "norm_eps": cfg.norm_eps,
+        "temporal_compression_ratio": cfg.temporal_compression,
+        "scaling_factor": SCALE,
+    }
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    tensors = {k: v.detach().contiguous() for k, v in vae.state_dict().items()}
+    save_file(tensors, str(folder / "diffusion_pytorch_model.safetensors"))
+
+
+# ------------------------------------------------------------------------------------------------------- denoiser
+
+
+@torch.no_grad()
+def encode_dataset(vae: CogVideoXVAE, clips) -> dict[str, torch.Tensor]:
+    """Posterior moments [N, 32, T, h, w] of the clips, their first frames (alone) and their flow videos."""
+    parts: dict[str, list[torch.Tensor]] = {"clip": [], "first": [], "flow": []}
+    for clip in clips:
+        pixels = clip_pixels(clip.frames)  # [1, 3, F, H, W]
+        parts["clip"].append(vae.encode_chunk(pixels)[0])
+        parts["first"].append(vae.encode_chunk(pixels[:, :, :1])[0])
+        parts["flow"].append(vae.encode_chunk(clip_pixels(clip.flow_video()))[0])
+    return {k: torch.cat(v) for k, v in parts.items()}
+
+
+def _sample_latents(moments: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Posterior sample × SCALE, frames first: [B, 32, T, h, w] moments → [B, T, 16, h, w]."""
+    z = DiagonalGaussian.from_moments(moments).sample(generator) * SCALE
+    return rearrange(z, "b c t h w -> b t c h w")
+
+
+def denoiser_batch(data: dict[str, torch.Tensor], index: torch.Tensor, generator: torch.Generator):
+    """(x0, image latents zero-padded to T, flow latents), each [B, T, 16, h, w]."""
+    x0 = _sample_latents(data["clip"][index], generator)
+    first = _sample_latents(data["first"][index], generator)  # [B, 1, 16, h, w]
+    image = torch.cat([first, first.new_zeros(first.shape[0], x0.shape[1] - 1, *first.shape[2:])], dim=1)
+    flow = _sample_latents(data["flow"][index], generator)
+    return x0, image, flow
+
+
+def v_loss(model: STDiTTransformer, batch, generator: torch.Generator) -> torch.Tensor:
+    """v-prediction MSE at a uniform timestep on the zero-SNR schedule (x_t = a·x0 + s·ε, v = a·ε − s·x0)."""
+    x0, image, flow = batch
+    size = x0.shape[0]
+    timestep = torch.randint(0, 1000, (size,), generator=generator)
+    a = full_sqrt_alphas_cumprod(torch.float32)[timestep].view(size, 1, 1, 1, 1)
+    s = (1 - a.square()).sqrt()
+    noise = torch.randn(x0.shape, generator=generator)
+    x_t = a * x0 + s * noise
+    target = a * noise - s * x0
+    features = model.extract_motion(flow)  # num_layers × [(B·T), C_m, h/2, w/2]
+    keep = (torch.rand(size, generator=generator) >= MOTION_DROP).to(x0.dtype)
+    frames = x0.shape[1]
+    keep_rows = keep.repeat_interleave(frames).view(
+        -1, 1, 1, 1
+    )  # per (B·T) row: dropped samples get zero features
+    features = [f * keep_rows for f in features]
+    text = x0.new_zeros(size, 1, model.config.text_dim)
+    v = model(x_t, timestep, text, motion_features=features, image_latents=image)
+    return F.mse_loss(v, target)
+
+
+def train_denoiser(
+    vae: CogVideoXVAE, seed: int, minutes: float, num_clips: int = 1000, batch: int = 8
+) -> STDiTTransformer:
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    start = time.monotonic()
+    data = encode_dataset(vae, make_clips(seed + 1, num_clips))
+    log.info("encoded %d clips in %.1f min", num_clips, (time.monotonic() - start) / 60)
+    model = STDiTTransformer(ToraConfig.preset(PRESET)).train()
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
+    budget, step, running = minutes * 60 - (time.monotonic() - start), 0, 0.0
+    start = time.monotonic()
+    while time.monotonic() - start < budget:
+        lr_scale = min(1.0, (step + 1) / 200) * (
+            0.5 + 0.5 * math.cos(math.pi * min(1.0, (time.monotonic() - start) / budget))
+        )
+        for group in optimizer.param_groups:
+            group["lr"] = 1e-3 * max(lr_scale, 0.05)
+        index = torch.randint(0, num_clips, (batch,), generator=generator)
+        loss = v_loss(model, denoiser_batch(data, index, generator), generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        with torch.no_grad():
+            for target, source in zip(ema.parameters(), model.parameters(), strict=True):
+                target.lerp_(source, 1 - 0.995)
+        step += 1
+        running = 0.98 * running + 0.02 * loss.item()
+        if step % 100 == 0:
+            log.info(
+                "denoiser step %d  loss %.4f  (%.0f s)",
+                step,
+                running / (1 - 0.98**step),
+                time.monotonic() - start,
+            )
+    log.info("denoiser: %d steps in %.1f min", step, (time.monotonic() - start) / 60)
+    return ema
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m tora_model.train", description=__doc__.split("\n")[0])
+    parser.add_argument("stage", choices=("vae", "denoiser", "all"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--minutes", type=float, default=None, help="wall budget per stage (vae 10, denoiser 30)"
+    )
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--clips", type=int, default=1000, help="denoiser dataset size")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.stage in ("vae", "all"):
+        vae = train_vae(args.seed, args.minutes or 10)
+        save_vae(vae, args.out / "vae")
+        log.info("wrote %s", args.out / "vae")
+    if args.stage in ("denoiser", "all"):
+        from .vae_loading import load_vae
+
+        vae = load_vae(args.out / "vae")
+        model = train_denoiser(vae, args.seed, args.minutes or 30, num_clips=args.clips)
+        save_st_transformer(model, args.out / "transformer.safetensors")
+        log.info("wrote %s", args.out / "transformer.safetensors")
+
+
+if __name__ == "__main__":
+    main()
