@@ -70,7 +70,7 @@ def _generate_args(files: dict, **overrides) -> list[str]:
 def test_demo_runs_end_to_end_and_writes_valid_outputs(tmp_path):
     out = tmp_path / "demo"
     result = subprocess.run(
-        [sys.executable, "-m", "tora_model", "demo", "--out", str(out), *SIZE],
+        [sys.executable, "-m", "tora_model", "demo", "--weights", "random", "--out", str(out), *SIZE],
         cwd=REPO,
         capture_output=True,
         text=True,

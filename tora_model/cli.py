@@ -1,4 +1,4 @@
-"""Command line: `python -m tora_model generate …` (real weights) and `python -m tora_model demo` (tiny, random).
+"""Command line: `python -m tora_model generate …` (real weights) and `python -m tora_model demo` (the tiny Tora).
 
 Source: `tora_spec.md` §6.1 (the official SAT inference: 50 steps, CFG 6 with the dynamic schedule, all-zero
 unconditional text, 720×480, 49 frames, 8 fps; output frames rounded as ·255 + 0.5) and design.md "Outside ComfyUI".
@@ -424,11 +424,16 @@ def run_demo(args: argparse.Namespace) -> None:
     from .checkpoints import load_transformer
     from .vae_loading import load_vae
 
-    log.warning("DEMO: tiny models with RANDOM weights — the output is noise, not a real video")
     size = dict(width=args.width, height=args.height, num_frames=args.num_frames)
     check_generation_size(**size, warn=False)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
+    if args.weights == "trained":
+        from .demo_trained import run_trained_demo
+
+        run_trained_demo(args, _write_preview)
+        return
+    log.warning("DEMO: tiny models with RANDOM weights — the output is noise, not a real video")
     with tempfile.TemporaryDirectory(prefix="tora_demo_") as tmp:
         paths = save_demo_models(*build_demo_models(args.seed), Path(tmp))
         log.info("tiny random models written to %s and loaded back", tmp)
@@ -515,9 +520,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_generate_args(sub.add_parser("generate", help="generate a video with the released weights"))
-    demo = sub.add_parser("demo", help="tiny random models, whole pipeline on the CPU (output is noise)")
+    demo = sub.add_parser("demo", help="the trained tiny Tora follows a drawn path, on the CPU in seconds")
     demo.add_argument("--out", type=Path, default=Path("tora_demo"), help="output folder")
-    _add_sampling_args(demo, width=96, height=64, frames=17, steps=8)
+    demo.add_argument(
+        "--weights",
+        choices=("trained", "random"),
+        default="trained",
+        help="trained: the shipped tiny Tora (models/tiny_tora); random: tiny random models (output is noise)",
+    )
+    demo.add_argument(
+        "--models", type=Path, default=None, help="folder of trained tiny weights (default: models/tiny_tora)"
+    )
+    _add_sampling_args(demo, width=96, height=64, frames=17, steps=20)
     return parser
 
 

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from .checkpoints import load_transformer
+from .errors import CheckpointError
 from .motion_guidance import motion_from_trajectory
 from .pipeline import decode_latents, generate
 from .synthetic import FRAMES, HEIGHT, WIDTH, Clip, make_clips, track_colours
@@ -57,7 +58,7 @@ def load_tiny_tora(folder: Path = DEFAULT_OUT):
     transformer_path, vae_path = folder / "transformer.safetensors", folder / "vae"
     for path in (transformer_path, vae_path):
         if not path.exists():
-            raise FileNotFoundError(
+            raise CheckpointError(
                 f"{path} is missing: train the tiny Tora with `python -m tora_model.train all --seed 0` "
                 f"(writes {folder})"
             )
