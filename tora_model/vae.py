@@ -241,7 +241,7 @@ class CogVideoXVAE(nn.Module):
             for s, e in chunk_bounds(part.shape[2], per_chunk):
                 out, cache = step(part[:, :, s:e], cache)
                 outs.append(out)
-            return torch.cat(outs, dim=2)
+            return torch.cat(outs, dim=2).contiguous()
 
         return chunked(x) if tiling is None else self._tiled(x, tiling, x_unit, out_unit, chunked)
 

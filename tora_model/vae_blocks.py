@@ -9,6 +9,8 @@ current frame and the two before it. At the start of a clip the missing past is 
 is processed in temporal chunks, the last two (padded) input frames of each causal convolution are handed to the next
 chunk. That hand-over is the *cache*: a nested dict (child name -> sub-cache, or -> tensor [B, C, 2, H, W] for a
 convolution) that every forward takes as an argument and returns anew. Nothing is stored on the modules.
+Padded convolution inputs are laid out channels-last (memory: no blocked copy inside oneDNN), so activations
+mostly are; results are the same numbers in another memory order.
 
 Group norms normalise over (channels of a group, T, H, W): their statistics cover every frame of the call, so a
 chunked pass equals a one-pass forward only up to those statistics (see `vae.py`). Activations and the spatial
@@ -60,7 +62,10 @@ def _mul_add_repeated(out: Tensor, scale: Tensor, shift: Tensor) -> None:
         raise ValueError(
             f"cannot repeat conditioning of size {(t, h, w)} onto features of size {(tt, hh, ww)}"
         )
+    fmt = torch.channels_last_3d if out.is_contiguous(memory_format=torch.channels_last_3d) else None
     scale, shift = (v.repeat_interleave(ww // w, dim=4) for v in (scale, shift))  # [B, C, t, h, W]
+    if fmt is not None:  # match the features' memory order so the inner loop runs over channels
+        scale, shift = scale.contiguous(memory_format=fmt), shift.contiguous(memory_format=fmt)
     view = out.unflatten(3, (h, hh // h)).unflatten(2, (t, tt // t))  # [B, C, t, rt, h, rh, W]
     view.mul_(scale[:, :, :, None, :, None]).add_(shift[:, :, :, None, :, None])
 
@@ -74,14 +79,24 @@ class CausalConv3d(nn.Module):
         pad = kernel_size // 2
         self.conv = nn.Conv3d(in_channels, out_channels, kernel_size, padding=(0, pad, pad))
 
-    def forward(self, x: Tensor, cache: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    def pad(self, x: Tensor, cache: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """Causally padded input [B, C, T+k-1, H, W] and the cache for the next chunk.
+
+        Split from the convolution so that callers can drop the unpadded activation before convolving (memory).
+        """
         # x [B, C, T, H, W]; cache [B, C, k-1, H, W] = last padded input frames of the previous chunk
         if self.time_pad == 0:
-            return self.conv(x), None
-        if cache is None:
-            cache = x[:, :, :1].expand(-1, -1, self.time_pad, -1, -1)
-        padded = torch.cat([cache.to(x.dtype), x], dim=2)  # [B, C, T+k-1, H, W]
-        new_cache = padded[:, :, -self.time_pad :].clone()
+            return x, None
+        b, c, t, h, w = x.shape
+        # channels-last: oneDNN convolves it without first copying the input into its blocked layout
+        shape = (b, c, t + self.time_pad, h, w)
+        padded = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last_3d)
+        padded[:, :, : self.time_pad] = x[:, :, :1] if cache is None else cache  # clip start: repeat frame 0
+        padded[:, :, self.time_pad :] = x  # [B, C, T+k-1, H, W]
+        return padded, padded[:, :, -self.time_pad :].clone()
+
+    def forward(self, x: Tensor, cache: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        padded, new_cache = self.pad(x, cache)
         return self.conv(padded), new_cache  # [B, C', T, H, W]
 
 
@@ -136,9 +151,11 @@ class ResnetBlock3D(nn.Module):
         # x [B, Cin, T, H, W]; z [B, Cz, t, h, w] for the decoder's spatial norms, else None
         cache = cache or {}
         h = _silu(self._norm(self.norm1, x, z))
-        h, c1 = self.conv1(h, cache.get("conv1"))  # [B, Cout, T, H, W]
+        h, c1 = self.conv1.pad(h, cache.get("conv1"))  # rebinding h frees the unpadded activation
+        h = self.conv1.conv(h)  # [B, Cout, T, H, W]
         h = _silu(self._norm(self.norm2, h, z))
-        h, c2 = self.conv2(h, cache.get("conv2"))
+        h, c2 = self.conv2.pad(h, cache.get("conv2"))
+        h = self.conv2.conv(h)
         h += x if self.conv_shortcut is None else self.conv_shortcut(x)
         return h, {"conv1": c1, "conv2": c2}
 
@@ -187,7 +204,8 @@ class Upsample3D(nn.Module):
             repeats[0] = 2 - t % 2
             frames = frames.repeat_interleave(repeats, dim=1, output_size=2 * t - t % 2)  # [B, T', C, H, W]
         frames = F.interpolate(frames.flatten(0, 1), scale_factor=2.0, mode="nearest")  # [(B T'), C, 2H, 2W]
-        return rearrange(self.conv(frames), "(b t) c h w -> b c t h w", b=b)
+        frames = self.conv(frames)  # rebinding frees the upsampled input before the copy below
+        return rearrange(frames, "(b t) c h w -> b c t h w", b=b)
 
 
 class DownBlock3D(nn.Module):
@@ -266,8 +284,8 @@ class Encoder3D(nn.Module):
             h, new[f"down_blocks.{i}"] = block(h, cache.get(f"down_blocks.{i}"))
         h, new["mid_block"] = self.mid_block(h, None, cache.get("mid_block"))  # [B, C3, t, h, w]
         h = _silu(self.norm_out(h))
-        h, new["conv_out"] = self.conv_out(h, cache.get("conv_out"))  # [B, 2·Cz, t, h, w]
-        return h, new
+        h, new["conv_out"] = self.conv_out.pad(h, cache.get("conv_out"))
+        return self.conv_out.conv(h), new  # [B, 2·Cz, t, h, w]
 
 
 class Decoder3D(nn.Module):
@@ -302,5 +320,5 @@ class Decoder3D(nn.Module):
         for i, block in enumerate(self.up_blocks):
             h, new[f"up_blocks.{i}"] = block(h, z, cache.get(f"up_blocks.{i}"))  # ends [B, C0, T, 8h, 8w]
         h = _silu(self.norm_out(h, z))
-        h, new["conv_out"] = self.conv_out(h, cache.get("conv_out"))  # [B, 3, T, 8h, 8w]
-        return h, new
+        h, new["conv_out"] = self.conv_out.pad(h, cache.get("conv_out"))
+        return self.conv_out.conv(h), new  # [B, 3, T, 8h, 8w]
