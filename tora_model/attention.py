@@ -30,11 +30,14 @@ def attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     return rearrange(out, "b h s d -> b s (h d)")
 
 
-def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate interleaved channel pairs: (a, b) ↦ (a·cos − b·sin, b·cos + a·sin). x `[B, N, heads, d]`, tables `[N, d]`."""
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor, out: Tensor | None = None) -> Tensor:
+    """Rotate interleaved channel pairs: (a, b) ↦ (a·cos − b·sin, b·cos + a·sin). x `[B, N, heads, d]`, tables `[N, d]`.
+
+    `out` (may be x itself or a view of it) receives the result without an intermediate copy.
+    """
     a, b = x.unflatten(-1, (-1, 2)).unbind(-1)  # [B, N, heads, d/2] each
     rotated = torch.stack([-b, a], dim=-1).flatten(-2)  # [B, N, heads, d]
-    return torch.addcmul(x * cos[:, None], rotated, sin[:, None])
+    return torch.addcmul(x * cos[:, None], rotated, sin[:, None], out=out)
 
 
 class JointAttention(nn.Module):
@@ -67,5 +70,9 @@ class JointAttention(nn.Module):
     def _heads_with_rope(x: Tensor, rope: tuple[Tensor, Tensor]) -> Tensor:
         # x is this call's own normalised tensor, so its video rows are rotated in place.
         num_video = rope[0].shape[0]
-        x[:, -num_video:] = apply_rope(x[:, -num_video:], *rope)
+        video = x[:, -num_video:]  # [B, N, heads, d] view
+        if x.requires_grad:  # out= records no autograd history
+            x[:, -num_video:] = apply_rope(video, *rope)
+        else:  # inference: write straight into the rows (the final addcmul reads only temporaries)
+            apply_rope(video, *rope, out=video)
         return x
