@@ -176,7 +176,7 @@ class TrajectoryCanvas:
             ref = comfy_glue.save_temp_image(base, "tora_canvas_bg")
             ui_images = [ref] if ref else []
         preview = drawing.draw_paths(base, positions, track_colors(traj))[None]  # [1, H, W, 3]
-        return {"ui": {"images": ui_images}, "result": (traj, kjnodes_string(positions), preview)}
+        return {"ui": {"tora_background": ui_images}, "result": (traj, kjnodes_string(positions), preview)}
 
 
 class LoadTrajectory:
