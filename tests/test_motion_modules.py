@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.weights import randomise as randomise_weights
 from tora_model.config import ToraConfig
 from tora_model.motion import MotionGuidanceFuser, TrajectoryExtractor
 
@@ -13,21 +14,8 @@ CONFIG = ToraConfig.preset("tiny")  # hidden 32, motion channels 16, fuser mid 8
 
 
 def randomise(module: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
-    """Random weights with O(1) activations, random BatchNorm statistics; returns a detached copy of the state."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, tensor in module.state_dict().items():
-            if not tensor.is_floating_point():
-                continue
-            noise = torch.randn(tensor.shape, generator=gen)
-            if name.endswith("running_var"):
-                noise = noise.abs() + 0.5
-            elif tensor.ndim >= 2:
-                noise = noise / tensor[0].numel() ** 0.5
-            else:
-                noise = 0.5 * noise
-            tensor.copy_(noise)
-    return {k: v.clone() for k, v in module.state_dict().items()}
+    """Random weights and BatchNorm statistics (biases and vectors at 0.5·noise); a detached copy of the state."""
+    return randomise_weights(module, seed, vector_scale=0.5)
 
 
 def reference_extractor(

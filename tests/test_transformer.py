@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.weights import randomise
 from tora_model import ConfigError
 from tora_model.config import ToraConfig
 from tora_model.embeddings import cached_rope_tables, rope_tables
@@ -25,27 +26,6 @@ from diffusers.models.embeddings import get_3d_rotary_pos_embed  # noqa: E402
 TORA_PREFIXES = ("traj_extractor.", "fuser.")
 BATCH, FRAMES, HEIGHT, WIDTH = 2, 3, 8, 12  # the tiny presets' sample grid (9 pixel frames → 3 latent frames)
 TEXT_LEN = 16
-
-
-def randomise(model: torch.nn.Module, seed: int = 0) -> None:
-    """Replace every float parameter and buffer by random values (variances stay positive)."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, tensor in model.state_dict().items():
-            if not tensor.is_floating_point():
-                continue
-            noise = torch.randn(tensor.shape, generator=gen)
-            if name.endswith("running_var"):
-                noise = noise.abs() + 0.5
-            elif name.endswith((".norm.weight", "norm_q.weight", "norm_k.weight", "norm_final.weight")):
-                noise = 1 + 0.2 * noise
-            elif (
-                tensor.ndim >= 2
-            ):  # weights: unit-variance outputs, so activations stay O(1) through the blocks
-                noise = noise / tensor[0].numel() ** 0.5
-            else:
-                noise = 0.3 * noise
-            tensor.copy_(noise)
 
 
 def tiny_model(preset: str = "tiny", seed: int = 0, **changes) -> ToraTransformer:
