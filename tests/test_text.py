@@ -9,24 +9,12 @@ from transformers import T5Config, T5EncoderModel, T5Tokenizer
 
 from tora_model.errors import CheckpointError
 from tora_model.keymaps import SAT_T5_PREFIX
-from tora_model.text import T5TextEncoder, encode_prompt, infer_t5_config
+from tora_model.text import T5TextEncoder, encode_prompt, infer_t5_config, tiny_t5_config
 
 MAX_LENGTH = 12
 WORDS = ["▁a", "▁cat", "▁dog", "▁runs", "▁on", "▁the", "▁grass", "▁red", "s", "a", "o", "t"]
 PAD, EOS = 0, 1
-CONFIG = T5Config(
-    vocab_size=40,
-    d_model=32,
-    d_kv=8,
-    d_ff=48,
-    num_layers=2,
-    num_heads=4,
-    relative_attention_num_buckets=8,
-    feed_forward_proj="gated-gelu",
-    is_encoder_decoder=False,
-    use_cache=False,
-    tie_word_embeddings=False,
-)
+CONFIG = tiny_t5_config(vocab_size=40, d_model=32, d_ff=48)
 
 
 def tiny_tokenizer():

@@ -368,25 +368,15 @@ def write_demo_t5(folder: Path, text_dim: int, seed: int) -> Path:
 
     Both are built locally from a config and a vocabulary list; nothing is downloaded.
     """
-    from transformers import T5Config, T5EncoderModel, T5Tokenizer
+    from transformers import T5EncoderModel, T5Tokenizer
     from transformers.utils import logging as transformers_logging
+
+    from .text import tiny_t5_config
 
     transformers_logging.disable_progress_bar()  # a CLI process: bars for a 20 kB model are only noise
     words = sorted(set(DEMO_PROMPT.split()))
     vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)] + [(f"▁{w}", -3.0) for w in words]
-    t5_config = T5Config(
-        vocab_size=len(vocab),
-        d_model=text_dim,
-        d_kv=8,
-        d_ff=2 * text_dim,
-        num_layers=2,
-        num_heads=4,
-        relative_attention_num_buckets=8,
-        feed_forward_proj="gated-gelu",
-        is_encoder_decoder=False,
-        use_cache=False,
-        tie_word_embeddings=False,
-    )
+    t5_config = tiny_t5_config(len(vocab), text_dim)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         T5EncoderModel(t5_config).save_pretrained(folder)

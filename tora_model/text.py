@@ -160,6 +160,23 @@ def infer_t5_config(weights: Mapping[str, torch.Tensor]) -> T5Config:
     )
 
 
+def tiny_t5_config(vocab_size: int, d_model: int, d_ff: int | None = None) -> T5Config:
+    """A 2-layer, 4-head gated-GELU (v1.1-style) T5 encoder config for the demo and tests; d_ff defaults to 2·d_model."""
+    return T5Config(
+        vocab_size=vocab_size,
+        d_model=d_model,
+        d_kv=8,
+        d_ff=2 * d_model if d_ff is None else d_ff,
+        num_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        feed_forward_proj="gated-gelu",
+        is_encoder_decoder=False,
+        use_cache=False,
+        tie_word_embeddings=False,
+    )
+
+
 def _encoder_from_weights(
     weights: Mapping[str, torch.Tensor],
     config: T5Config | None,
