@@ -147,37 +147,26 @@ class ToraConfig:
         return cls(**fields)
 
 
+# A few layers and small widths: a forward runs in well under a second on a CPU. Text width 32 matches the tiny T5
+# used in tests; 32 channels keep the fuser GroupNorm(32) valid.
+_TINY = ToraConfig(
+    num_layers=2,
+    num_heads=2,
+    head_dim=16,
+    text_dim=32,
+    max_text_len=16,
+    time_embed_dim=32,
+    motion_channels=16,
+    sample_frames=9,
+    sample_height=8,
+    sample_width=12,
+)
+
 PRESETS: dict[str, ToraConfig] = {
     "cogvideox_5b_t2v": ToraConfig(),
     "cogvideox_5b_i2v": ToraConfig(in_channels=32, has_learned_pos_embed=True),
-    # A few layers and small widths: a forward runs in well under a second on a CPU. Text width 32 matches the
-    # tiny T5 used in tests; 32 channels keep the fuser GroupNorm(32) valid.
-    "tiny": ToraConfig(
-        num_layers=2,
-        num_heads=2,
-        head_dim=16,
-        text_dim=32,
-        max_text_len=16,
-        time_embed_dim=32,
-        motion_channels=16,
-        sample_frames=9,
-        sample_height=8,
-        sample_width=12,
-    ),
-    "tiny_i2v": ToraConfig(
-        num_layers=2,
-        num_heads=2,
-        head_dim=16,
-        in_channels=32,
-        has_learned_pos_embed=True,
-        text_dim=32,
-        max_text_len=16,
-        time_embed_dim=32,
-        motion_channels=16,
-        sample_frames=9,
-        sample_height=8,
-        sample_width=12,
-    ),
+    "tiny": _TINY,
+    "tiny_i2v": _TINY.replace(in_channels=32, has_learned_pos_embed=True),
     # The paper's spatial-temporal DiT at a CPU-trainable size (tora_model.st_dit; weights from tora_model.train):
     # 4 spatial + 4 temporal blocks of width 128, I2V, a 16-wide null text context.
     "tiny_st": ToraConfig(
