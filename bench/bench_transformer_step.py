@@ -10,7 +10,9 @@ so they are built before timing (ours caches them per grid, so warm steps do not
 Configs: `tiny` (the test preset, latents [1, 3, 16, 8, 12]) and `mid`: 4 blocks at the release width (48 heads × 64
 = 3072, T5 width 4096, 226 text tokens, time embedding 512) on latents [1, 3, 16, 8, 12] by default (9 frames, 64×96
 pixels; --mid-latent T h w to change it). The output-norm eps is 1e-5 on both sides (diffusers' value; SAT uses 1e-6).
-Repeats alternate ours/reference (order flipped every repeat) with torch threads fixed; times are best-of and median.
+Repeats alternate ours/reference (order flipped every repeat) with torch threads fixed; times are best-of and median
+of wall time and of process CPU time (on shared cores the CPU time is steadier: it ignores time spent descheduled;
+with --threads 1 it is the cleanest comparison, with more threads it includes the pool's spin-waits).
 
 Run: python bench/bench_transformer_step.py [--threads 2] [--configs tiny mid] [--repeats-tiny 30] [--repeats-mid 3]
 """
@@ -112,9 +114,10 @@ def reference_step(model, scheduler, rope, x, context, x0_prev, seed):
 
 
 def timed(fn):
-    start = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - start, result
+    """(wall seconds, process CPU seconds) of one call; CPU time ignores the time other processes hold the cores."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def bench(name, cfg, latent, repeats):
@@ -138,18 +141,21 @@ def bench(name, cfg, latent, repeats):
         for r in range(repeats):
             order = (("ours", run_ours), ("diffusers", run_ref))
             for side, fn in order if r % 2 == 0 else order[::-1]:
-                times[side].append(timed(fn)[0])
-    best = {side: min(t) for side, t in times.items()}
-    median = {side: statistics.median(t) for side, t in times.items()}
+                times[side].append(timed(fn))
     tokens = cfg.max_text_len + frames * grid[0] * grid[1]
     print(  # noqa: T201
-        f"{name:5s} latent [1,{frames},16,{h},{w}] ×2 CFG rows, {tokens} tokens/row, {cfg.num_layers} blocks × "
-        f"{cfg.hidden_dim}: ours best {best['ours'] * 1e3:9.1f} ms median {median['ours'] * 1e3:9.1f} | diffusers "
-        f"best {best['diffusers'] * 1e3:9.1f} ms median {median['diffusers'] * 1e3:9.1f} | ratio ours/diffusers "
-        f"best {best['ours'] / best['diffusers']:.3f} median {median['ours'] / median['diffusers']:.3f} | "
-        f"max|Δv| {(v_ours - v_ref).abs().max():.2e} (|v|max {v_ref.abs().max():.2f}) "
-        f"max|Δx'| {(x_ours - x_ref).abs().max():.2e} | {repeats} repeats, build {build:.1f} s"
+        f"{name}: latents [1, {frames}, 16, {h}, {w}] ×2 CFG rows, {tokens} tokens per row, {cfg.num_layers} blocks "
+        f"× {cfg.hidden_dim}; {repeats} repeats, build {build:.1f} s; max|Δv| {(v_ours - v_ref).abs().max():.2e} "
+        f"(max|v| {v_ref.abs().max():.2f}), max|Δx_next| {(x_ours - x_ref).abs().max():.2e}"
     )
+    for column, label in ((0, "wall"), (1, "CPU ")):
+        ours_t = [t[column] * 1e3 for t in times["ours"]]
+        ref_t = [t[column] * 1e3 for t in times["diffusers"]]
+        print(  # noqa: T201
+            f"  {label} ms/step  ours best {min(ours_t):9.1f} median {statistics.median(ours_t):9.1f} | diffusers "
+            f"best {min(ref_t):9.1f} median {statistics.median(ref_t):9.1f} | ours/diffusers best "
+            f"{min(ours_t) / min(ref_t):.3f} median {statistics.median(ours_t) / statistics.median(ref_t):.3f}"
+        )
 
 
 def main():
