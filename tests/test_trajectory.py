@@ -300,6 +300,85 @@ def test_kjnodes_errors(coords, match):
         parse_kjnodes_coordinates(coords, 20, 10)
 
 
+def _kj_resample(points, frames, size=(720, 480), **kw):
+    traj = parse_kjnodes_coordinates(json.dumps(_kj(*points)), 720, 480)
+    return resample(traj, frames, *size, **kw)[0]
+
+
+def test_kjnodes_per_frame_samples_are_the_frames():
+    # 49 unevenly spaced samples (accelerating, two decimals like the SplineEditor) on a 720x480 editor.
+    points = [(round(12.5 + 0.27 * f * f, 2), round(400 - 3.13 * f, 2)) for f in range(49)]
+    traj = parse_kjnodes_coordinates(json.dumps(_kj(*points)), 720, 480)
+    assert traj.per_point and not traj.official
+    out = resample(traj, 49, 720, 480)[0]  # auto mode: per point
+    assert out.tolist() == [list(p) for p in points]
+    # At twice the size every frame is the sample doubled, far-edge exactness as in smooth mode.
+    np.testing.assert_allclose(resample(traj, 49, 1440, 960)[0], np.multiply(points, 2), rtol=1e-15)
+    # An explicit mode still overrides: arc-length timing spreads the same path at constant speed.
+    smooth = resample(traj, 49, 720, 480, mode="smooth")[0]
+    assert smooth[0].tolist() == [12.5, 400.0] and smooth[-1].tolist() == [634.58, 249.76]
+    steps, smooth_steps = (np.hypot(*np.diff(pos, axis=0).T) for pos in (out, smooth))
+    assert steps[0] < 3.2 and steps[-1] > 25.8 and np.ptp(smooth_steps) < 0.25  # chords on the bend
+    assert smooth[24, 0] - out[24, 0] > 100  # at mid-clip the constant-speed dot is far ahead
+
+
+def test_kjnodes_pause_stays_on_its_frames():
+    # x 100 -> 290 over frames 0..19, a pause at 300 on frames 20..29, then 310 -> 490 on frames 30..48.
+    xs = [100 + 10 * f for f in range(20)] + [300] * 10 + [310 + 10 * k for k in range(19)]
+    out = _kj_resample([(x, 240) for x in xs], 49)
+    assert out[:, 0].tolist() == xs and (out[:, 1] == 240).all()
+    assert (out[20:30, 0] == 300).all() and out[19, 0] == 290 and out[30, 0] == 310
+    # Arc length would have no pause: its frames 20..29 all differ.
+    smooth = _kj_resample([(x, 240) for x in xs], 49, mode="smooth")
+    assert len(set(smooth[20:30, 0].tolist())) == 10
+    # Fewer samples than frames: 13 samples over 49 frames is 4 frames per sample, uniformly (no front-loading);
+    # the pause between samples 4..6 covers frames 16..24 exactly.
+    short = [0, 10, 20, 30, 40, 40, 40, 50, 60, 70, 80, 90, 100]
+    out = _kj_resample([(x, 5) for x in short], 49)
+    np.testing.assert_array_equal(out[::4, 0], short)
+    np.testing.assert_allclose(out[:17, 0], np.arange(17) * 2.5, rtol=0, atol=1e-12)
+    assert (out[16:25, 0] == 40).all() and out[15, 0] < 40 < out[25, 0]
+    np.testing.assert_allclose(np.diff(out[24:, 0]), 2.5, rtol=0, atol=1e-12)
+
+
+def test_kjnodes_more_samples_than_frames_keep_both_ends():
+    # 60 samples for 49 frames: u = f*59/48, nothing dropped (the official stride would stop at x 490).
+    xs = [10.0 + 10 * k for k in range(60)]
+    out = _kj_resample([(x, 100) for x in xs], 49)
+    assert out[0].tolist() == [10.0, 100.0] and out[-1].tolist() == [600.0, 100.0]
+    np.testing.assert_allclose(out[:, 0], 10 + 10 * np.arange(49) * 59 / 48, rtol=0, atol=1e-9)
+    # Uneven samples: frame 24 sits at index 29.5, halfway between samples 29 and 30.
+    xs = [k * k / 10 for k in range(60)]
+    out = _kj_resample([(x, 100) for x in xs], 49)
+    assert out[24, 0] == pytest.approx((29**2 + 30**2) / 20, abs=1e-12) and out[-1, 0] == xs[-1]
+
+
+def test_kjnodes_hold_and_far_edge():
+    # The editor's single point repeats one sample: a hold, here on the far corner, which maps onto the far edge.
+    traj = parse_kjnodes_coordinates(json.dumps(_kj((20, 10), (20, 10), (20, 10))), 20, 10)
+    out = resample(traj, 9, 720, 480)
+    assert traj.tracks[0].kind == "hold" and (out == [720, 480]).all()
+    edge = parse_kjnodes_coordinates(json.dumps(_kj((0, 0), (20, 10))), 20, 10)
+    assert resample(edge, 5, 720, 480)[0].tolist() == [[0, 0], [180, 120], [360, 240], [540, 360], [720, 480]]
+
+
+def test_per_point_refuses_what_it_cannot_time():
+    drawn = trajectory_from_json(_doc(_track([[0, 0], [100, 100]])))
+    with pytest.raises(TrajectoryFormatError, match="track 0: per-point processing has no interpolation"):
+        resample(drawn, 49, 720, 480, mode="per_point")
+    with pytest.raises(TrajectoryFormatError, match="per-point processing"):
+        Trajectory(720, 480, (Track(((0, 0), (1, 1))),), per_point=True)
+    with pytest.raises(TrajectoryFormatError, match="not both"):
+        Trajectory(
+            256, 256, (Track(((0, 0), (1, 1)), interpolation="linear"),), official=True, per_point=True
+        )
+    # A linear untimed JSON trajectory may be timed per point on request: 3 points over 5 frames.
+    linear = trajectory_from_json(_doc(_track([[0, 0], [100, 0], [100, 40]], interpolation="linear")))
+    assert not linear.per_point
+    out = resample(linear, 5, 720, 480, mode="per_point")[0]
+    assert out.tolist() == [[0, 0], [50, 0], [100, 0], [100, 20], [100, 40]]
+
+
 # ------------------------------------------------------------------------------------------------ resample
 
 

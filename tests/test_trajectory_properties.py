@@ -144,3 +144,44 @@ def test_resample_output_is_finite_and_inside_the_frame(traj, frames, width, hei
     # The rasteriser accepts every resampled position.
     frame, row, col, _, _ = sparse_displacements(out, height, width)
     assert (row < height).all() and (col < width).all()
+
+
+@st.composite
+def kjnodes_coordinates(draw):
+    """A KJNodes multi-track coordinate string with its canvas: samples anywhere on the canvas (edges included),
+    sometimes repeated (pauses) or all equal (the editor's single point)."""
+    width, height = draw(st.integers(1, 900)), draw(st.integers(1, 900))
+    coords = st.tuples(st.floats(0, width), st.floats(0, height)) | st.just((float(width), float(height)))
+    tracks = []
+    for _ in range(draw(st.integers(1, 3))):
+        pts = draw(st.lists(coords, min_size=1, max_size=70))
+        if draw(st.booleans()):
+            k = draw(st.integers(0, len(pts) - 1))
+            pts[k:k] = [pts[k]] * draw(st.integers(1, 10))
+        tracks.append([{"x": x, "y": y} for x, y in pts])
+    return json.dumps(tracks), width, height
+
+
+@SETTINGS
+@given(kjnodes_coordinates(), st.integers(1, 17), st.integers(1, 2000), st.integers(1, 2000))
+def test_kjnodes_resample_keeps_ends_and_stays_inside(coords, k, width, height):
+    text, canvas_w, canvas_h = coords
+    traj = parse_kjnodes_coordinates(text, canvas_w, canvas_h)
+    frames = 4 * k + 1
+    out = resample(traj, frames, width, height)
+    assert out.shape == (len(traj.tracks), frames, 2) and np.isfinite(out).all()
+    assert (out >= 0).all() and (out[..., 0] <= width).all() and (out[..., 1] <= height).all()
+    scale = np.array([width / canvas_w, height / canvas_h])
+    for track, positions in zip(traj.tracks, out, strict=True):
+        for frame, point in ((0, track.points[0]), (-1, track.points[-1])):
+            np.testing.assert_allclose(positions[frame], np.multiply(point, scale), rtol=1e-12, atol=1e-9)
+        lo, hi = np.min(track.points, axis=0) * scale, np.max(track.points, axis=0) * scale
+        assert ((positions >= lo - 1e-9) & (positions <= hi + 1e-9)).all()
+    # One sample per frame on a canvas of the generation size gives the samples themselves, bit for bit: the
+    # per-frame positions, written back as a KJNodes string (n == F), resample to exactly themselves.
+    same = resample(traj, frames, canvas_w, canvas_h)  # [N, F, 2]
+    per_frame = json.dumps([[{"x": x, "y": y} for x, y in positions.tolist()] for positions in same])
+    again = resample(parse_kjnodes_coordinates(per_frame, canvas_w, canvas_h), frames, canvas_w, canvas_h)
+    assert again.tolist() == same.tolist()
+    frame, row, col, _, _ = sparse_displacements(out, height, width)
+    assert (row < height).all() and (col < width).all()

@@ -1,6 +1,6 @@
-"""Trajectory -> per-frame positions: the smooth arc-length resampler and the official Tora processing.
+"""Trajectory -> per-frame positions: the smooth arc-length resampler, per-point timing and the official processing.
 
-Two modes:
+Three modes:
 - "smooth" (default for drawn paths): the contract in docs/trajectory_json.md, shared bit-for-bit in spirit with
   the JS canvas (web/js/trajectory_geometry.js, tested against tests/fixtures/resample_vectors.json to 1e-6 px):
   a dense polyline (control points, or centripetal Catmull-Rom sampled 32 times per segment and kept inside the
@@ -8,6 +8,10 @@ Two modes:
 - "official": alibaba/Tora `read_points` + `process_points` + `int(W*x/256)` (tora_spec.md §2.2) reproduced
   exactly, for trajectories on the 256 canvas (official .txt files). Fewer than 2 points is a hold at that point
   (the reference's [512, 512] default is a known crash, spec §9.5).
+- "per_point" (default for KJNodes coordinate strings, whose samples are meant one per frame, peers.md §2.3, §7.2):
+  frame f sits at fractional point index u = f·(n−1)/(F−1), linearly interpolated between the n points, so the
+  sample spacing keeps its speed changes and pauses; n == F gives the points themselves. Then the same float
+  rescale as "smooth".
 
 Output layout: float64 [N_tracks, F, 2], (x, y) per frame, in pixels of the target frame size.
 """
@@ -18,10 +22,10 @@ import math
 import numpy as np
 
 from .errors import ConfigError, TrajectoryFormatError
-from .trajectory import OFFICIAL_CANVAS, Track, Trajectory, check_official
+from .trajectory import OFFICIAL_CANVAS, Track, Trajectory, check_official, check_per_point
 
 SAMPLES_PER_SEGMENT = 32
-MODES = ("smooth", "official")
+MODES = ("smooth", "official", "per_point")
 
 _EASINGS = {
     "linear": lambda u: u,
@@ -172,6 +176,36 @@ def canvas_positions(trajectory: Trajectory, num_frames: int) -> np.ndarray:
     )  # [N, F, 2]
 
 
+# ------------------------------------------------------------------------------------------------ per_point mode
+
+
+def track_per_point_positions(track: Track, num_frames: int) -> np.ndarray:
+    """[F, 2] float64 canvas positions: frame f at index u = f·(n−1)/(F−1) between the n points, linearly.
+
+    The index is split exactly in integers (segment i, remainder r of f·(n−1) by F−1), so frames that fall on a
+    point (all of them when n == F, the first and last always) give that point bit for bit; nothing is dropped
+    when n > F, and n < F is spread uniformly over the segments.
+    """
+    pts = track.points
+    out = []
+    for f in range(num_frames):
+        i, r = divmod(f * (len(pts) - 1), num_frames - 1)
+        if r == 0:
+            out.append(pts[i])
+            continue
+        t = r / (num_frames - 1)
+        (x0, y0), (x1, y1) = pts[i], pts[i + 1]
+        out.append((x0 + t * (x1 - x0), y0 + t * (y1 - y0)))
+    return np.asarray(out, dtype=np.float64)  # [F, 2]
+
+
+def per_point_positions(trajectory: Trajectory, num_frames: int) -> np.ndarray:
+    """[N_tracks, F, 2] float64 per-frame positions in CANVAS pixels, timed by point index (no easing)."""
+    num_frames = check_num_frames(num_frames)
+    check_per_point(trajectory)
+    return np.stack([track_per_point_positions(t, num_frames) for t in trajectory.tracks])  # [N, F, 2]
+
+
 # ------------------------------------------------------------------------------------------------ official mode
 
 
@@ -222,18 +256,23 @@ def resample(
 ) -> np.ndarray:
     """Per-frame positions [N_tracks, F, 2] (float64, x then y) in GENERATION pixels of a width×height video.
 
-    mode: "smooth" or "official"; None picks "official" for trajectories read from official .txt files and
-    "smooth" otherwise. Positions satisfy 0 <= x <= width, 0 <= y <= height (the rasteriser maps x == width to
-    the last column).
+    mode: "smooth", "official" or "per_point"; None picks "official" for trajectories read from official .txt
+    files, "per_point" for KJNodes coordinate strings and "smooth" otherwise. Positions satisfy 0 <= x <= width,
+    0 <= y <= height (the rasteriser maps x == width to the last column).
     """
     if mode is None:
-        mode = "official" if trajectory.official else "smooth"
+        mode = "official" if trajectory.official else "per_point" if trajectory.per_point else "smooth"
     if mode not in MODES:
         raise ConfigError(f"mode must be one of {MODES}, got {mode!r}")
     _check_size(width, height)
     if mode == "official":
         return official_positions(trajectory, num_frames, width, height)
-    canvas = canvas_positions(trajectory, num_frames)  # [N, F, 2]
+    if mode == "per_point":
+        canvas = per_point_positions(trajectory, num_frames)  # [N, F, 2]
+    else:
+        canvas = canvas_positions(trajectory, num_frames)  # [N, F, 2]
+    if (width, height) == (trajectory.width, trajectory.height):
+        return canvas  # x * W / W is not always x in floating point; the same size keeps positions exact
     # x * W_gen / W_canvas (multiply first: x == W_canvas lands exactly on W_gen, never beyond).
     return (
         canvas * np.array([width, height], dtype=np.float64) / np.array([trajectory.width, trajectory.height])

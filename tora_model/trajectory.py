@@ -70,16 +70,20 @@ class Track:
 
 @dataclass(frozen=True)
 class Trajectory:
-    """Canvas size (pixels) and its tracks; `official` marks a trajectory read from official .txt files.
+    """Canvas size (pixels) and its tracks, plus how `resample` times them by default (at most one flag set).
 
-    An official trajectory lives on the 256×256 canvas with integer points, and `resample` processes it
-    exactly like the reference code (tora_spec.md §2.2) unless another mode is asked for.
+    official: read from official .txt files; lives on the 256×256 canvas with integer points, and `resample`
+    processes it exactly like the reference code (tora_spec.md §2.2).
+    per_point: read from KJNodes coordinate strings, whose samples are meant one per output frame (their spacing
+    carries the speed, peers.md §2.3, §7.2); `resample` times the tracks by point index, not by arc length.
+    Neither: drawn paths, timed by arc length with their easing (docs/trajectory_json.md).
     """
 
     width: int
     height: int
     tracks: tuple[Track, ...]
     official: bool = False
+    per_point: bool = False
 
     def __post_init__(self):
         if isinstance(self.tracks, (str, bytes, Mapping)) or not isinstance(self.tracks, Sequence):
@@ -194,8 +198,32 @@ def _check_canvas(traj: Trajectory) -> None:
                         f"{value!r} is outside the canvas [0, {limit}] (canvas {axis} {limit}); "
                         "move the point inside the canvas or give the right canvas size",
                     )
+    if traj.official and traj.per_point:
+        raise _fail(
+            "",
+            "a trajectory is timed officially or per point, not both; set at most one of official and per_point",
+        )
     if traj.official:
         check_official(traj)
+    if traj.per_point:
+        check_per_point(traj)
+
+
+def _check_untimed(traj: Trajectory, processing: str) -> None:
+    """Raise unless every track is linear without timing settings (index-timed processing has none)."""
+    for i, track in enumerate(traj.tracks):
+        timing = (track.interpolation, track.easing, track.start_frame, track.end_frame)
+        if timing != ("linear", "linear", 0, None):
+            raise _fail(
+                f"track {i}",
+                f"{processing} processing has no interpolation or timing settings (needs interpolation linear, "
+                f"easing linear, start_frame 0, end_frame null; got {timing}); use mode='smooth'",
+            )
+
+
+def check_per_point(traj: Trajectory) -> None:
+    """Raise unless `traj` can be timed by point index: linear tracks without timing settings."""
+    _check_untimed(traj, "per-point")
 
 
 def check_official(traj: Trajectory) -> None:
@@ -206,14 +234,8 @@ def check_official(traj: Trajectory) -> None:
             "",
             f"official processing needs the 256x256 canvas, got {traj.width}x{traj.height}; use mode='smooth'",
         )
+    _check_untimed(traj, "official")
     for i, track in enumerate(traj.tracks):
-        timing = (track.interpolation, track.easing, track.start_frame, track.end_frame)
-        if timing != ("linear", "linear", 0, None):
-            raise _fail(
-                f"track {i}",
-                "official processing has no interpolation or timing settings (needs interpolation linear, "
-                f"easing linear, start_frame 0, end_frame null; got {timing}); use mode='smooth'",
-            )
         for j, point in enumerate(track.points):
             for name, value in zip(("x", "y"), point, strict=True):
                 if not (value.is_integer() and value < OFFICIAL_CANVAS):
@@ -388,7 +410,8 @@ def parse_kjnodes_coordinates(coordinates: "str | Sequence[str]", width: int, he
     Accepted: one JSON string holding a list of {"x","y"} (one track) or a list of such lists (several tracks),
     or a list of such strings (AppendStringsToList). The strings carry no canvas size, so the caller passes the
     SplineEditor's mask_width/mask_height. Tracks are linear polylines through the samples; a track whose
-    samples are all equal is a hold.
+    samples are all equal is a hold. The samples are meant one per output frame, so the trajectory is marked
+    `per_point`: `resample` times it by sample index, keeping the speed changes and pauses their spacing holds.
     """
     items = [coordinates] if isinstance(coordinates, str) else coordinates
     if isinstance(items, (bytes, Mapping)) or not isinstance(items, Sequence) or not items:
@@ -403,7 +426,7 @@ def parse_kjnodes_coordinates(coordinates: "str | Sequence[str]", width: int, he
             raise _fail(where, f"expected a JSON string, got {type(item).__name__}")
         raw_tracks += _kj_tracks(_loads(item, where), where)
     tracks = tuple(_kj_track(t, i) for i, t in enumerate(raw_tracks))
-    return Trajectory(width=width, height=height, tracks=tracks)
+    return Trajectory(width=width, height=height, tracks=tracks, per_point=True)
 
 
 def load_trajectory_file(path: "str | Path") -> Trajectory:
