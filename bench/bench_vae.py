@@ -5,8 +5,13 @@ one seeded generator; the state-dict names are identical), decode the same rando
 subprocess so that peak RSS is clean. Reported per side: wall time of the decode, ru_maxrss (whole process: import,
 weights, decode) and the peak RSS of the decode alone (VmHWM reset through /proc/self/clear_refs just before it).
 
-    python bench/bench_vae.py                      # latent 5×8×12 (17 frames of 64×96), ~2 min per side
-    python bench/bench_vae.py --latent 13x16x24 --tile 12x15 --overlap 2x3
+    python bench/bench_vae.py                      # latent 5×8×12 (17 frames of 64×96), ~1–2 min per run
+    python bench/bench_vae.py --latent 3x16x24 --tile 12x15 --overlap 2x3
+
+Both sides tile with the same tile size; ours is given diffusers' overlap. Tile heights must be multiples of 6 and
+widths multiples of 5 latents, otherwise diffusers' crop arithmetic (overlap factors 1/6, 1/5) returns a video of
+the wrong size. The sides alternate (`--rounds`) and the fastest run / highest memory of each side is reported,
+because the CPU is shared.
 
 Targets: peak RSS ≤ 0.8× and time ≤ 1.0× the reference.
 """
