@@ -135,7 +135,8 @@ class LoadToraModel:
         log.info("%s: %s, %s", model, "I2V" if config.is_i2v else "T2V", checkpoint.format)
         if offload == "block_swap" and blocks_to_swap > config.num_layers:
             raise ConfigError(
-                f"blocks_to_swap={blocks_to_swap} but {model} has {config.num_layers} transformer blocks"
+                f"blocks_to_swap={blocks_to_swap} but {model} has {config.num_layers} transformer blocks; "
+                f"set blocks_to_swap to at most {config.num_layers}"
             )
         vae_source = (
             _vae_inside(path) if vae == FROM_MODEL else comfy_glue.resolve_model(vae, comfy_glue.VAE_FOLDERS)

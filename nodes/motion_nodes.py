@@ -133,7 +133,15 @@ class TrajectoryToMotionLatent:
     ):
         check_generation_size(width, height, frames)
         if (trajectory is None) == (flow_images is None):
-            raise ConfigError("connect exactly one of `trajectory` or `flow_images`")
+            found, fix = (
+                ("both are connected", "disconnect one of them")
+                if trajectory is not None
+                else (
+                    "neither is connected",
+                    "connect Trajectory Canvas / Load Trajectory, or flow video frames",
+                )
+            )
+            raise ConfigError(f"connect exactly one of `trajectory` or `flow_images` ({found}); {fix}")
         if trajectory is not None and (trajectory.width, trajectory.height) != (width, height):
             log.info(
                 "trajectory canvas %dx%d differs from the generation size %dx%d: positions are rescaled",

@@ -51,7 +51,8 @@ class ToraTextEncode:
             embeds = comfy_glue.comfy_t5_embeddings(clip, prompt, TORA_TEXT_TOKENS)
         else:
             raise TypeError(
-                f"clip must be a ComfyUI CLIP holding T5-XXL or a Tora text encoder, got {type(clip)}"
+                f"clip must be a ComfyUI CLIP holding T5-XXL or a Tora text encoder, got {type(clip).__name__}; "
+                "connect CLIPLoader (a t5xxl file, type 'sd3') or Load Tora Text Encoder"
             )
         return ([[embeds.to(comfy_glue.output_device()), {}]],)
 
