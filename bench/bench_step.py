@@ -14,6 +14,7 @@ from diffusers.schedulers import CogVideoXDPMScheduler
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a plain script from anywhere
 from tora_model.sampling import sample  # noqa: E402
+from tora_model.schedule import DIFFUSERS_SCHEDULER_CONFIG  # noqa: E402
 
 SHAPE = (1, 13, 16, 60, 90)  # [B, T, C, h, w] for 49 frames at 720x480
 STEPS = 50
@@ -32,13 +33,7 @@ def ours(noise, v, cond):
 
 
 def reference(noise, v, cond):
-    scheduler = CogVideoXDPMScheduler(
-        prediction_type="v_prediction",
-        rescale_betas_zero_snr=True,
-        snr_shift_scale=1.0,
-        timestep_spacing="trailing",
-        clip_sample=False,
-    )
+    scheduler = CogVideoXDPMScheduler(**DIFFUSERS_SCHEDULER_CONFIG)
     scheduler.set_timesteps(STEPS)
     gen = torch.Generator().manual_seed(0)
     x, old = noise, None

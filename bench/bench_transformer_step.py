@@ -31,19 +31,10 @@ from diffusers.schedulers import CogVideoXDPMScheduler
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a plain script from anywhere
 from tora_model.config import ToraConfig  # noqa: E402
 from tora_model.sampling import StepInfo, _predict_x0, dpmpp_2m_sde_step  # noqa: E402
-from tora_model.schedule import make_schedule  # noqa: E402
+from tora_model.schedule import DIFFUSERS_SCHEDULER_CONFIG, make_schedule  # noqa: E402
 from tora_model.transformer import build_transformer  # noqa: E402
 
 STEPS, INDEX, CFG = 50, 25, 6.0
-SCHEDULER = dict(  # CogVideoX-5B's scheduler_config.json values
-    beta_schedule="scaled_linear",
-    prediction_type="v_prediction",
-    rescale_betas_zero_snr=True,
-    snr_shift_scale=1.0,
-    timestep_spacing="trailing",
-    clip_sample=False,
-    set_alpha_to_one=True,
-)
 
 
 def configs(mid_latent):
@@ -125,7 +116,7 @@ def bench(name, cfg, latent, repeats):
     torch.manual_seed(0)
     ours = build_transformer(cfg)
     reference = reference_model(cfg, ours)
-    scheduler = CogVideoXDPMScheduler(**SCHEDULER)
+    scheduler = CogVideoXDPMScheduler(**DIFFUSERS_SCHEDULER_CONFIG)
     scheduler.set_timesteps(STEPS)
     frames, h, w = latent
     grid = (h // cfg.patch_size, w // cfg.patch_size)

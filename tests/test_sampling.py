@@ -7,20 +7,17 @@ import torch
 
 from tora_model.errors import ConfigError, GenerationInterrupted
 from tora_model.sampling import StepInfo, sample
-from tora_model.schedule import full_sqrt_alphas_cumprod, make_schedule, trailing_timesteps
+from tora_model.schedule import (
+    DIFFUSERS_SCHEDULER_CONFIG,
+    full_sqrt_alphas_cumprod,
+    make_schedule,
+    trailing_timesteps,
+)
 
 schedulers = pytest.importorskip("diffusers.schedulers", reason="diffusers is the test-only reference")
 
 SHAPE = (1, 3, 4, 4, 6)  # [B, T, C, h, w]
-CONFIG = dict(  # CogVideoX-5B's scheduler_config.json values
-    beta_schedule="scaled_linear",
-    prediction_type="v_prediction",
-    rescale_betas_zero_snr=True,
-    snr_shift_scale=1.0,
-    timestep_spacing="trailing",
-    clip_sample=False,
-    set_alpha_to_one=True,
-)
+CONFIG = DIFFUSERS_SCHEDULER_CONFIG
 
 
 def test_full_table_equals_diffusers_scheduler():

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Literal
 
 import numpy as np
@@ -32,6 +33,20 @@ NUM_TRAIN_TIMESTEPS = 1000
 BETA_START = 0.00085
 BETA_END = 0.012
 DYNAMIC_CFG_EXPONENT = 5
+
+# CogVideoX-5B's scheduler_config.json as keyword arguments of diffusers' CogVideoXDPMScheduler /
+# CogVideoXDDIMScheduler: the schedule this module reproduces, for the tests and benchmarks that compare with diffusers.
+DIFFUSERS_SCHEDULER_CONFIG = MappingProxyType(
+    dict(
+        beta_schedule="scaled_linear",
+        prediction_type="v_prediction",
+        rescale_betas_zero_snr=True,
+        snr_shift_scale=1.0,
+        timestep_spacing="trailing",
+        clip_sample=False,
+        set_alpha_to_one=True,
+    )
+)
 
 Numerics = Literal["sat", "diffusers"]
 NUMERICS = ("sat", "diffusers")
