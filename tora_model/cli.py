@@ -110,10 +110,16 @@ def require_path(flag: str, path: Path, what: str, source: str) -> Path:
     return path
 
 
-def load_image(path: Path) -> np.ndarray:
-    """An image file → float32 RGB [H, W, 3] in [0, 1]."""
+def require_image(path: Path) -> Path:
+    """The path if it is a file; otherwise a ConfigError naming --image and what it should hold."""
     if not path.is_file():
         raise ConfigError(f"--image {path}: no such file (expected the I2V start image, e.g. a .png or .jpg)")
+    return path
+
+
+def load_image(path: Path) -> np.ndarray:
+    """An image file → float32 RGB [H, W, 3] in [0, 1]."""
+    require_image(path)
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)  # [H, W, 3] uint8 BGR
     if image is None:
         raise ConfigError(f"--image {path}: OpenCV cannot read this file as an image; use a .png or .jpg")
@@ -234,10 +240,8 @@ def _check_generate_args(args: argparse.Namespace) -> None:
         )
     if args.t5_tokenizer is not None:
         require_path("--t5-tokenizer", args.t5_tokenizer, "a T5 tokenizer folder (spiece.model)", T5_SOURCE)
-    if args.image is not None and not args.image.is_file():
-        raise ConfigError(
-            f"--image {args.image}: no such file (expected the I2V start image, e.g. a .png or .jpg)"
-        )
+    if args.image is not None:
+        require_image(args.image)
 
 
 def _text_embeddings(args: argparse.Namespace, device: torch.device, dtype: torch.dtype):
