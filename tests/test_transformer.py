@@ -19,7 +19,7 @@ from tora_model.config import ToraConfig
 from tora_model.embeddings import cached_rope_tables, rope_tables
 from tora_model.transformer import ToraTransformer, build_transformer
 
-diffusers = pytest.importorskip("diffusers")
+diffusers = pytest.importorskip("diffusers", reason="diffusers is the test-only numerical reference")
 from diffusers import CogVideoXTransformer3DModel  # noqa: E402
 from diffusers.models.embeddings import get_3d_rotary_pos_embed  # noqa: E402
 
