@@ -26,7 +26,8 @@ def blank(width: int, height: int, frames: int = 1) -> torch.Tensor:
     return torch.tensor(BACKGROUND).expand(frames, height, width, 3).clone()
 
 
-def _to_uint8(image: torch.Tensor) -> np.ndarray:
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """IMAGE float in [0, 1] (any leading shape, e.g. [F, H, W, 3]) → uint8 of that shape on the host, rounded."""
     return (image.detach().float().clamp(0, 1).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
 
 
@@ -38,7 +39,7 @@ def draw_paths(
     image: torch.Tensor, positions: np.ndarray, colors: list[tuple[int, int, int]]
 ) -> torch.Tensor:
     """One [H, W, 3] image with each track's whole path, a ring at its start and a dot at its end."""
-    canvas = _to_uint8(image).copy()
+    canvas = to_uint8(image).copy()
     thickness = max(1, round(min(canvas.shape[:2]) / 160))
     for track, color in zip(positions, colors, strict=True):
         cv2.polylines(canvas, [_points(track)], False, color, thickness, cv2.LINE_AA)
@@ -58,7 +59,7 @@ def draw_dots(
     """Frames [F, H, W, 3]: frame f gets a dot at each track's frame-f position and its last `trail` positions."""
     out = []
     for f, frame in enumerate(frames):
-        canvas = _to_uint8(frame).copy()
+        canvas = to_uint8(frame).copy()
         for track, color in zip(positions, colors, strict=True):
             first = max(0, f - trail)
             if f > first:

@@ -14,7 +14,7 @@ import torch
 from ..tora_model.errors import ConfigError
 from ..tora_model.motion_guidance import motion_from_flow, motion_from_trajectory
 from ..tora_model.pipeline import check_generation_size
-from . import comfy_glue, runtime
+from . import comfy_glue, drawing, runtime
 from .trajectory_nodes import FRAMES, RESAMPLE_MODES, SIZE
 
 log = logging.getLogger(__name__)
@@ -22,11 +22,6 @@ log = logging.getLogger(__name__)
 ENCODE_SEED = (
     0  # the flow video's VAE posterior sample is drawn from a fixed seed: same trajectory, same motion
 )
-
-
-def _flow_images_to_uint8(images: torch.Tensor) -> np.ndarray:
-    """IMAGE [F, H, W, 3] in [0, 1] holding a colour-coded flow video → uint8 [F, H, W, 3]."""
-    return (images.detach().float().clamp(0, 1).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
 
 
 class TrajectoryToMotionLatent:
@@ -181,7 +176,7 @@ class TrajectoryToMotionLatent:
                 f"flow_images has {found[0]} frames of {found[1]}x{found[2]}; expected {frames} frames of "
                 f"{width}x{height} (resize/trim the flow video or change width/height/frames)"
             )
-        return _flow_images_to_uint8(images)
+        return drawing.to_uint8(images)  # [F, H, W, 3] uint8 colour-coded flow
 
 
 NODE_CLASS_MAPPINGS = {"TrajectoryToMotionLatent": TrajectoryToMotionLatent}
