@@ -19,9 +19,8 @@ from .trajectory_nodes import FRAMES, RESAMPLE_MODES, SIZE
 
 log = logging.getLogger(__name__)
 
-ENCODE_SEED = (
-    0  # the flow video's VAE posterior sample is drawn from a fixed seed: same trajectory, same motion
-)
+# The flow video's VAE posterior sample is drawn from a fixed seed: same trajectory, same motion.
+ENCODE_SEED = 0
 
 
 class TrajectoryToMotionLatent:
