@@ -197,9 +197,8 @@ def _encoder_from_weights(
         )
     targets = model.state_dict()
     tensors = {}
-    for name in sorted(
-        expected
-    ):  # one read per tensor, cast and placed right away: peak ≈ model + one tensor
+    # One read per tensor, cast and placed right away: peak ≈ model + one tensor.
+    for name in sorted(expected):
         tensor = weights[name]
         if tuple(tensor.shape) != tuple(targets[name].shape):
             raise CheckpointError(
