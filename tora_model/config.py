@@ -55,7 +55,8 @@ class ToraConfig:
     def __post_init__(self) -> None:
         if self.head_dim % 8:
             raise ConfigError(
-                f"head_dim must be a multiple of 8 for the 1/4:3/8:3/8 RoPE split, got {self.head_dim}"
+                f"head_dim must be a multiple of 8 for the 1/4:3/8:3/8 RoPE split, got {self.head_dim}; "
+                "use 64 (the release) or another multiple of 8"
             )
         if self.in_channels not in (LATENT_CHANNELS, 2 * LATENT_CHANNELS):
             raise ConfigError(
@@ -74,7 +75,8 @@ class ToraConfig:
             )
         if self.hidden_dim % self.fuser_groups:
             raise ConfigError(
-                f"hidden width {self.hidden_dim} is not divisible by {self.fuser_groups} GroupNorm groups"
+                f"hidden width {self.hidden_dim} (num_heads × head_dim) is not divisible by the fuser's "
+                f"{self.fuser_groups} GroupNorm groups; choose num_heads/head_dim or fuser_groups so that it is"
             )
 
     @property
