@@ -4,8 +4,8 @@ Source: issue 7; Tora paper §4 (training: the trajectory extractor, fusers and 
 the ordinary VAE, image-to-video conditioning by the first frame); CogVideoX recipe for the denoiser (v-prediction,
 zero-terminal-SNR scaled-linear schedule, `tora_model.schedule`). CPU-sized:
 
-1. `vae`: the project's CogVideoX causal VAE at `VAE_CONFIG`, reconstruction (MSE) + a small KL, on random
-   9-frame 32×48 crops of clips and of their flow videos (the same network encodes both at inference).
+1. `vae`: the project's CogVideoX causal VAE at `VAE_CONFIG`, reconstruction (L1 weighted on saturated pixels + MSE) + a small KL, on random
+   9-frame 32×48 crops (around the objects) of clips and of their flow videos (the same network encodes both at inference).
 2. `denoiser`: the `tiny_st` spatial-temporal DiT with extractor and fusers. Per dataset the clip latents, the
    first-frame latents (frame 0 encoded alone, as `pipeline.encode_image_latents` does) and the flow-video latents
    (`Clip.flow_video`, the inference rendering) are encoded once; each step draws posterior samples (× 0.7), a
@@ -56,11 +56,17 @@ def clip_pixels(frames: np.ndarray) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------------------------ VAE
 
 
+def _running(start: float, budget_s: float, step: int, steps: int | None) -> bool:
+    """Go on until `steps` steps when given (exact reproduction), else until the wall budget is spent."""
+    return step < steps if steps is not None else time.monotonic() - start < budget_s
+
+
 def vae_forward(
-    vae: CogVideoXVAE, video: torch.Tensor, generator: torch.Generator
+    vae: CogVideoXVAE, video: torch.Tensor, generator: torch.Generator, train_encoder: bool = True
 ) -> tuple[torch.Tensor, ...]:
     """Training pass: one-pass encode (as at inference), posterior sample, chunked decode (inference schedule)."""
-    moments, _ = vae.encode_chunk(video)  # [B, 32, T, h, w]
+    with torch.set_grad_enabled(train_encoder):
+        moments, _ = vae.encode_chunk(video)  # [B, 32, T, h, w]
     posterior = DiagonalGaussian.from_moments(moments)
     z = posterior.sample(generator)  # [B, 16, T, h, w]
     cache, outs = None, []
@@ -72,40 +78,67 @@ def vae_forward(
     return recon, kl
 
 
-def _vae_batch(videos: list[torch.Tensor], rng: np.random.Generator, batch: int) -> torch.Tensor:
-    """Random 9-frame 32×48 crops [B, 3, 9, 32, 48] (start frame and offsets multiples of 8 px / any frame)."""
+def _vae_batch(
+    videos: list[torch.Tensor], centres: list[np.ndarray], rng: np.random.Generator, batch: int
+) -> torch.Tensor:
+    """Random 9-frame 32×48 crops [B, 3, 9, 32, 48] around a random object (the objects are a small part of a
+    frame; centring the crops on them keeps every batch about what the tracker and the denoiser need)."""
     crops = []
     for _ in range(batch):
-        video = videos[int(rng.integers(len(videos)))]  # [1, 3, F, H, W]
+        i = int(rng.integers(len(videos)))
+        video, centre = videos[i], centres[i]  # [1, 3, F, H, W], [N, F, 2]
         f0 = int(rng.integers(0, video.shape[2] - 8))
-        y0, x0 = 8 * int(rng.integers(0, 5)), 8 * int(rng.integers(0, 7))
+        x, y = centre[int(rng.integers(len(centre))), f0 + 4] + rng.uniform(-12, 12, size=2)
+        y0 = int(np.clip(round(y) - 16, 0, video.shape[3] - 32))
+        x0 = int(np.clip(round(x) - 24, 0, video.shape[4] - 48))
         crops.append(video[:, :, f0 : f0 + 9, y0 : y0 + 32, x0 : x0 + 48])
     return torch.cat(crops)
 
 
-def train_vae(seed: int, minutes: float, num_clips: int = 400, batch: int = 4) -> CogVideoXVAE:
+def vae_loss(recon: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
+    """L1 weighted up on saturated pixels (objects, flow colours) plus MSE; videos [B, 3, F, H, W] in [-1, 1]."""
+    saturation = (video.amax(dim=1, keepdim=True) - video.amin(dim=1, keepdim=True)) / 2  # [B, 1, F, H, W]
+    weight = 1 + 10 * saturation
+    return (weight * (recon - video).abs()).mean() / weight.mean() + F.mse_loss(recon, video)
+
+
+def train_vae(
+    seed: int,
+    minutes: float,
+    num_clips: int = 400,
+    batch: int = 4,
+    init: CogVideoXVAE | None = None,
+    steps: int | None = None,
+    decoder_only: bool = False,
+) -> CogVideoXVAE:
+    """Train (or, with `init`, continue training) the VAE for `minutes` of wall time.
+
+    decoder_only: keep the encoder — hence the latent space a denoiser was trained on — fixed and train the decoder.
+    """
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
     clips = make_clips(seed, num_clips)
     videos = [clip_pixels(c.frames) for c in clips] + [clip_pixels(c.flow_video()) for c in clips]
-    vae = CogVideoXVAE(VAE_CONFIG).train()
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=2e-3, weight_decay=0.0)
+    centres = [c.centres for c in clips] * 2
+    vae = (init or CogVideoXVAE(VAE_CONFIG)).train()
+    vae.encoder.requires_grad_(not decoder_only)
+    params = vae.decoder.parameters() if decoder_only else vae.parameters()
+    optimizer = torch.optim.AdamW(params, lr=2e-3, weight_decay=0.0)
     start, step = time.monotonic(), 0
-    while time.monotonic() - start < minutes * 60:
-        video = _vae_batch(videos, rng, batch)
-        recon, kl = vae_forward(vae, video, generator)
-        mse = F.mse_loss(recon, video)
-        loss = mse + KL_WEIGHT * kl
+    while _running(start, minutes * 60, step, steps):
+        video = _vae_batch(videos, centres, rng, batch)
+        recon, kl = vae_forward(vae, video, generator, train_encoder=not decoder_only)
+        loss = vae_loss(recon, video) + KL_WEIGHT * kl
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         step += 1
         if step % 50 == 0:
             log.info(
-                "vae step %d  mse %.5f  kl %.3f  (%.0f s)",
+                "vae step %d  loss %.5f  kl %.3f  (%.0f s)",
                 step,
-                mse.item(),
+                loss.item(),
                 kl.item(),
                 time.monotonic() - start,
             )
@@ -140,14 +173,19 @@ def save_vae(vae: CogVideoXVAE, folder: Path) -> None:
 
 
 @torch.no_grad()
-def encode_dataset(vae: CogVideoXVAE, clips) -> dict[str, torch.Tensor]:
-    """Posterior moments [N, 32, T, h, w] of the clips, their first frames (alone) and their flow videos."""
+def encode_dataset(vae: CogVideoXVAE, clips, batch: int = 16) -> dict[str, torch.Tensor]:
+    """Posterior moments [N, 32, T, h, w] of the clips, their first frames (alone) and their flow videos.
+
+    Batched: every norm in the encoder is per sample, so a batch encodes each clip exactly as alone.
+    """
     parts: dict[str, list[torch.Tensor]] = {"clip": [], "first": [], "flow": []}
-    for clip in clips:
-        pixels = clip_pixels(clip.frames)  # [1, 3, F, H, W]
+    for i in range(0, len(clips), batch):
+        group = clips[i : i + batch]
+        pixels = torch.cat([clip_pixels(c.frames) for c in group])  # [b, 3, F, H, W]
+        flows = torch.cat([clip_pixels(c.flow_video()) for c in group])
         parts["clip"].append(vae.encode_chunk(pixels)[0])
         parts["first"].append(vae.encode_chunk(pixels[:, :, :1])[0])
-        parts["flow"].append(vae.encode_chunk(clip_pixels(clip.flow_video()))[0])
+        parts["flow"].append(vae.encode_chunk(flows)[0])
     return {k: torch.cat(v) for k, v in parts.items()}
 
 
@@ -189,7 +227,12 @@ def v_loss(model: STDiTTransformer, batch, generator: torch.Generator) -> torch.
 
 
 def train_denoiser(
-    vae: CogVideoXVAE, seed: int, minutes: float, num_clips: int = 1000, batch: int = 8
+    vae: CogVideoXVAE,
+    seed: int,
+    minutes: float,
+    num_clips: int = 600,
+    batch: int = 8,
+    steps: int | None = None,
 ) -> STDiTTransformer:
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -201,12 +244,11 @@ def train_denoiser(
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
     budget, step, running = minutes * 60 - (time.monotonic() - start), 0, 0.0
     start = time.monotonic()
-    while time.monotonic() - start < budget:
-        lr_scale = min(1.0, (step + 1) / 200) * (
-            0.5 + 0.5 * math.cos(math.pi * min(1.0, (time.monotonic() - start) / budget))
-        )
+    while _running(start, budget, step, steps):
+        progress = step / steps if steps is not None else (time.monotonic() - start) / budget
+        lr_scale = min(1.0, (step + 1) / 200) * (0.5 + 0.5 * math.cos(math.pi * min(1.0, progress)))
         for group in optimizer.param_groups:
-            group["lr"] = 1e-3 * max(lr_scale, 0.05)
+            group["lr"] = 1e-3 * max(lr_scale, 0.05)  # warm-up, then cosine to 5 % over the budget
         index = torch.randint(0, num_clips, (batch,), generator=generator)
         loss = v_loss(model, denoiser_batch(data, index, generator), generator)
         optimizer.zero_grad(set_to_none=True)
@@ -231,26 +273,41 @@ def train_denoiser(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m tora_model.train", description=__doc__.split("\n")[0])
-    parser.add_argument("stage", choices=("vae", "denoiser", "all"))
+    parser.add_argument(
+        "stage",
+        choices=("vae", "denoiser", "all", "decoder"),
+        help="decoder: continue training only the VAE decoder (latents unchanged; may run beside `denoiser`)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--minutes", type=float, default=None, help="wall budget per stage (vae 10, denoiser 30)"
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--clips", type=int, default=1000, help="denoiser dataset size")
+    parser.add_argument("--clips", type=int, default=600, help="denoiser dataset size")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="exact step count instead of a wall budget (bit-reproducible)"
+    )
+    parser.add_argument("--resume", action="store_true", help="vae: continue from the weights in --out")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
-    if args.stage in ("vae", "all"):
-        vae = train_vae(args.seed, args.minutes or 10)
+    if args.stage in ("vae", "all", "decoder"):
+        init = None
+        if args.resume or args.stage == "decoder":
+            from .vae_loading import load_vae
+
+            init = load_vae(args.out / "vae")
+        vae = train_vae(
+            args.seed, args.minutes or 10, init=init, steps=args.steps, decoder_only=args.stage == "decoder"
+        )
         save_vae(vae, args.out / "vae")
         log.info("wrote %s", args.out / "vae")
     if args.stage in ("denoiser", "all"):
         from .vae_loading import load_vae
 
         vae = load_vae(args.out / "vae")
-        model = train_denoiser(vae, args.seed, args.minutes or 30, num_clips=args.clips)
+        model = train_denoiser(vae, args.seed, args.minutes or 30, num_clips=args.clips, steps=args.steps)
         save_st_transformer(model, args.out / "transformer.safetensors")
         log.info("wrote %s", args.out / "transformer.safetensors")
 
