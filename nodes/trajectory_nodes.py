@@ -230,7 +230,7 @@ class LoadTrajectory:
             return hashlib.sha256(json.dumps(coordinates).encode()).hexdigest()
         try:
             return hashlib.sha256(source_path(source).read_bytes()).hexdigest()
-        except (TrajectoryFormatError, FileNotFoundError, OSError):
+        except (TrajectoryFormatError, OSError):  # OSError covers FileNotFoundError
             return source  # load() reports the missing file
 
     def load(self, source, canvas_width, canvas_height, coordinates=None):
