@@ -81,8 +81,9 @@ class TrajectoryToMotionLatent:
                     list(RESAMPLE_MODES),
                     {
                         "default": "auto",
-                        "tooltip": "auto: official processing for official .txt trajectories, smooth arc-length "
-                        "timing for everything else.",
+                        "tooltip": "auto: official processing for official .txt trajectories, per-sample timing for "
+                        "KJNodes coordinate strings (one sample per frame, pauses kept), smooth arc-length timing "
+                        "for drawn paths. per_point: time any linear trajectory by its point index.",
                     },
                 ),
                 "tiling": (

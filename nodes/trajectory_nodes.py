@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 TRAJECTORY_EXTENSIONS = (".txt", ".json")
-RESAMPLE_MODES = ("auto", "smooth", "official")
+RESAMPLE_MODES = ("auto", "smooth", "official", "per_point")
 DEFAULT_CANVAS_JSON = json.dumps(
     {
         "version": 1,
