@@ -119,9 +119,12 @@ class ToraBlock(nn.Module):
         text = torch.addcmul(text, text_gate, text_attn)
 
         video_in, text_in, gate, text_gate = self.norm2(video, text, emb)
-        # The MLP is per token, so text and video go through it separately instead of through a joined copy.
-        video = torch.addcmul(video, gate, self.ff(video_in))
-        text = torch.addcmul(text, text_gate, self.ff(text_in))
+        # One MLP call on the joined tokens: on CPU one large GEMM beats a text-sized and a video-sized one by more
+        # than the copy costs (~5-10 % of the MLP at 72-990 video tokens per row, bench_transformer_step.py).
+        ff = self.ff(torch.cat([text_in, video_in], dim=1))  # [B, L + N, D]
+        text_ff, video_ff = ff.split([text.shape[1], video.shape[1]], dim=1)
+        video = torch.addcmul(video, gate, video_ff)
+        text = torch.addcmul(text, text_gate, text_ff)
         return video, text
 
 
