@@ -15,6 +15,9 @@ of wall time and of process CPU time (on shared cores the CPU time is steadier: 
 with --threads 1 it is the cleanest comparison, with more threads it includes the pool's spin-waits).
 
 Run: python bench/bench_transformer_step.py [--threads 2] [--configs tiny mid] [--repeats-tiny 30] [--repeats-mid 3]
+
+Measured on the shared 2-core CPU (load 4-5): tiny 0.65-0.88× (ours/diffusers, best and median, 1 or 2 threads);
+mid 0.97-1.06× — parity: the same GEMMs make up ~94 % of a mid step on both sides; max|Δv| 8e-7, max|Δx_next| 5e-7.
 """
 
 import argparse
