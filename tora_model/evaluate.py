@@ -3,7 +3,8 @@
 Source: issue 7 ("Measured control"). Held-out clips come from `tora_model.synthetic` with a seed the training never
 used; each is generated from its first frame and its drawn trajectory through the real pipeline
 (`motion_guidance.motion_from_trajectory` → `pipeline.generate`), then every object is tracked in the output by
-colour segmentation (`synthetic.track_colours`) and compared with the ground-truth centres. Rows: motion on, motion
+colour segmentation (`synthetic.track_colours`, each object's colour read where it starts in the output's own first
+frame) and compared with the ground-truth centres. Rows: motion on, motion
 off (the same model and seed without motion features), the VAE round trip of the ground-truth clip, and the
 ground-truth clip itself (tracker sanity). Errors are Euclidean, in pixels at 96×64, over frames 1..F-1 of every
 object; an object the tracker cannot find in a frame counts as being at the frame centre.
@@ -65,9 +66,26 @@ def load_tiny_tora(folder: Path = DEFAULT_OUT):
     return load_transformer(transformer_path), load_vae(vae_path)
 
 
+def reference_colours(frames: np.ndarray, clip: Clip, radius: int = 2) -> np.ndarray:
+    """[N, 3] each object's colour as it appears in frame 0 of `frames` (median of a small window at its start).
+
+    The tiny VAE shifts hues a little; taking the colour from the output's own first frame (the conditioning
+    image, where every object's position is known) keeps the tracker about positions, not colour fidelity.
+    """
+    out = []
+    for x, y in clip.centres[:, 0]:
+        row, col = int(y), int(x)
+        window = frames[0, max(row - radius, 0) : row + radius + 1, max(col - radius, 0) : col + radius + 1]
+        out.append(np.median(np.asarray(window, dtype=np.float64).reshape(-1, 3), axis=0))
+    return np.stack(out)
+
+
 def trajectory_errors(frames: np.ndarray, clip: Clip) -> tuple[np.ndarray, int]:
     """Errors [N·(F−1)] of the tracked objects in `frames` (uint8-range [F, H, W, 3]) against the clip's centres."""
-    tracked = track_colours(frames, clip.colours)[:, 1:]  # [N, F-1, 2]
+    colours = reference_colours(frames, clip)  # [N, 3]
+    saturation = colours.max(-1) - colours.min(-1)
+    threshold = float(np.clip(saturation.min() / 2, 20.0, 60.0))
+    tracked = track_colours(frames, colours, min_saturation=threshold)[:, 1:]  # [N, F-1, 2]
     missing = np.isnan(tracked[..., 0])
     tracked[missing] = (WIDTH / 2, HEIGHT / 2)
     errors = np.hypot(*(tracked - clip.centres[:, 1:]).transpose(2, 0, 1))  # [N, F-1]
