@@ -9,8 +9,8 @@ zero-terminal-SNR scaled-linear schedule, `tora_model.schedule`). CPU-sized:
 2. `denoiser`: the `tiny_st` spatial-temporal DiT with extractor and fusers. Per dataset the clip latents, the
    first-frame latents (frame 0 encoded alone, as `pipeline.encode_image_latents` does) and the flow-video latents
    (`Clip.flow_video`, the inference rendering) are encoded once; each step draws posterior samples (× 0.7), a
-   timestep uniform in 0..999 and noise, and regresses v. Motion features are dropped for 10 % of the samples so
-   the same weights also run without a trajectory.
+   timestep uniform in 0..999 and noise, and regresses v. Motion is left out (None) for 10 % of the batches so
+   the same weights also run without a trajectory. `--resume` continues a denoiser from the weights in `--out`.
 
 Deterministic for a seed on one thread (`torch.set_num_threads(1)`, which is also the fastest on a shared CPU).
 Weights go to `models/tiny_tora/`: `transformer.safetensors` (st_dit header, `checkpoints.load_transformer`) and
@@ -214,13 +214,10 @@ def v_loss(model: STDiTTransformer, batch, generator: torch.Generator) -> torch.
     noise = torch.randn(x0.shape, generator=generator)
     x_t = a * x0 + s * noise
     target = a * noise - s * x0
-    features = model.extract_motion(flow)  # num_layers × [(B·T), C_m, h/2, w/2]
-    keep = (torch.rand(size, generator=generator) >= MOTION_DROP).to(x0.dtype)
-    frames = x0.shape[1]
-    keep_rows = keep.repeat_interleave(frames).view(
-        -1, 1, 1, 1
-    )  # per (B·T) row: dropped samples get zero features
-    features = [f * keep_rows for f in features]
+    # Motion is dropped for a whole batch at a time and as None (no fuser at all), exactly as inference without
+    # a trajectory; zero features would not do that (the fusers' biases still act).
+    drop = torch.rand((), generator=generator).item() < MOTION_DROP
+    features = None if drop else model.extract_motion(flow)  # num_layers × [(B·T), C_m, h/2, w/2]
     text = x0.new_zeros(size, 1, model.config.text_dim)
     v = model(x_t, timestep, text, motion_features=features, image_latents=image)
     return F.mse_loss(v, target)
@@ -233,13 +230,15 @@ def train_denoiser(
     num_clips: int = 600,
     batch: int = 8,
     steps: int | None = None,
+    init: STDiTTransformer | None = None,
+    peak_lr: float = 1e-3,
 ) -> STDiTTransformer:
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     start = time.monotonic()
     data = encode_dataset(vae, make_clips(seed + 1, num_clips))
     log.info("encoded %d clips in %.1f min", num_clips, (time.monotonic() - start) / 60)
-    model = STDiTTransformer(ToraConfig.preset(PRESET)).train()
+    model = (init or STDiTTransformer(ToraConfig.preset(PRESET))).train()
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
     budget, step, running = minutes * 60 - (time.monotonic() - start), 0, 0.0
@@ -248,7 +247,7 @@ def train_denoiser(
         progress = step / steps if steps is not None else (time.monotonic() - start) / budget
         lr_scale = min(1.0, (step + 1) / 200) * (0.5 + 0.5 * math.cos(math.pi * min(1.0, progress)))
         for group in optimizer.param_groups:
-            group["lr"] = 1e-3 * max(lr_scale, 0.05)  # warm-up, then cosine to 5 % over the budget
+            group["lr"] = peak_lr * max(lr_scale, 0.05)  # warm-up, then cosine to 5 % over the budget
         index = torch.randint(0, num_clips, (batch,), generator=generator)
         loss = v_loss(model, denoiser_batch(data, index, generator), generator)
         optimizer.zero_grad(set_to_none=True)
@@ -287,7 +286,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--steps", type=int, default=None, help="exact step count instead of a wall budget (bit-reproducible)"
     )
-    parser.add_argument("--resume", action="store_true", help="vae: continue from the weights in --out")
+    parser.add_argument("--resume", action="store_true", help="continue from the weights in --out")
+    parser.add_argument("--lr", type=float, default=1e-3, help="denoiser peak learning rate")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(1)
@@ -307,7 +307,20 @@ def main(argv: list[str] | None = None) -> None:
         from .vae_loading import load_vae
 
         vae = load_vae(args.out / "vae")
-        model = train_denoiser(vae, args.seed, args.minutes or 30, num_clips=args.clips, steps=args.steps)
+        init = None
+        if args.resume:
+            from .st_dit import load_st_transformer
+
+            init = load_st_transformer(args.out / "transformer.safetensors")
+        model = train_denoiser(
+            vae,
+            args.seed,
+            args.minutes or 30,
+            num_clips=args.clips,
+            steps=args.steps,
+            init=init,
+            peak_lr=args.lr,
+        )
         save_st_transformer(model, args.out / "transformer.safetensors")
         log.info("wrote %s", args.out / "transformer.safetensors")
 
