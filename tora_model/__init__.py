@@ -18,6 +18,7 @@ from .pipeline import (
 from .resample import canvas_positions
 from .sampling import StepInfo, sample
 from .schedule import make_schedule
+from .st_dit import STDiTTransformer, load_st_transformer
 from .trajectory import (
     Track,
     Trajectory,
@@ -38,6 +39,8 @@ __all__ = [
     "ToraError",
     "TrajectoryFormatError",
     "ToraTransformer",
+    "STDiTTransformer",
+    "load_st_transformer",
     "build_transformer",
     "sample",
     "make_schedule",
