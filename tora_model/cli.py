@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import logging
 import tempfile
 import time
@@ -31,6 +30,7 @@ from .pipeline import check_generation_size, decode_latents, encode_image_latent
 from .trajectory import Track, Trajectory, load_official_txt, load_trajectory_file
 from .transformer import build_transformer
 from .vae import CogVideoXVAE, VAEConfig
+from .vae_loading import save_vae
 
 log = logging.getLogger("tora_model")
 
@@ -343,24 +343,7 @@ def save_demo_models(model: torch.nn.Module, vae: CogVideoXVAE, folder: Path) ->
     transformer_path = folder / "transformer.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, transformer_path)
     vae_folder = folder / "vae"
-    vae_folder.mkdir()
-    cfg = vae.config
-    config = {
-        "in_channels": cfg.in_channels,
-        "out_channels": cfg.out_channels,
-        "latent_channels": cfg.latent_channels,
-        "block_out_channels": list(cfg.block_channels),
-        "layers_per_block": cfg.layers_per_block,
-        "norm_num_groups": cfg.norm_groups,
-        "norm_eps": cfg.norm_eps,
-        "temporal_compression_ratio": cfg.temporal_compression,
-        "scaling_factor": 0.7,
-    }
-    (vae_folder / "config.json").write_text(json.dumps(config, indent=1))
-    save_file(
-        {k: v.contiguous() for k, v in vae.state_dict().items()},
-        vae_folder / "diffusion_pytorch_model.safetensors",
-    )
+    save_vae(vae, vae_folder)
     return transformer_path, vae_folder
 
 

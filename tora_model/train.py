@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import logging
 import math
 import time
@@ -38,6 +37,7 @@ from .schedule import full_sqrt_alphas_cumprod
 from .st_dit import STDiTTransformer, save_st_transformer
 from .synthetic import make_clips
 from .vae import SCALE, CogVideoXVAE, DiagonalGaussian, VAEConfig, chunk_bounds
+from .vae_loading import save_vae
 
 log = logging.getLogger(__name__)
 
@@ -144,29 +144,6 @@ def train_vae(
             )
     log.info("vae: %d steps in %.1f min", step, (time.monotonic() - start) / 60)
     return vae.eval()
-
-
-def save_vae(vae: CogVideoXVAE, folder: Path) -> None:
-    """A diffusers-style folder (config.json + diffusion_pytorch_model.safetensors) that `load_vae` reads."""
-    from safetensors.torch import save_file
-
-    folder.mkdir(parents=True, exist_ok=True)
-    cfg = vae.config
-    config = {
-        "_class_name": "AutoencoderKLCogVideoX",
-        "in_channels": cfg.in_channels,
-        "out_channels": cfg.out_channels,
-        "latent_channels": cfg.latent_channels,
-        "block_out_channels": list(cfg.block_channels),
-        "layers_per_block": cfg.layers_per_block,
-        "norm_num_groups": cfg.norm_groups,
-        "norm_eps": cfg.norm_eps,
-        "temporal_compression_ratio": cfg.temporal_compression,
-        "scaling_factor": SCALE,
-    }
-    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    tensors = {k: v.detach().contiguous() for k, v in vae.state_dict().items()}
-    save_file(tensors, str(folder / "diffusion_pytorch_model.safetensors"))
 
 
 # ------------------------------------------------------------------------------------------------------- denoiser

@@ -238,3 +238,26 @@ def _check_keys(model: CogVideoXVAE, sd: Mapping[str, Tensor], where: str, layou
             f"{len(missing)} missing {missing[:5]}, {len(unexpected)} unexpected {unexpected[:5]}, "
             f"{len(wrong)} shape mismatches {wrong[:3]}. Is this a CogVideoX(-5B) VAE checkpoint?"
         )
+
+
+def save_vae(vae: CogVideoXVAE, folder: Path) -> None:
+    """A diffusers-style folder (config.json + diffusion_pytorch_model.safetensors) that `load_vae` reads."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = vae.config
+    config = {
+        "_class_name": "AutoencoderKLCogVideoX",
+        "in_channels": cfg.in_channels,
+        "out_channels": cfg.out_channels,
+        "latent_channels": cfg.latent_channels,
+        "block_out_channels": list(cfg.block_channels),
+        "layers_per_block": cfg.layers_per_block,
+        "norm_num_groups": cfg.norm_groups,
+        "norm_eps": cfg.norm_eps,
+        "temporal_compression_ratio": cfg.temporal_compression,
+        "scaling_factor": SCALE,
+    }
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    tensors = {k: v.detach().contiguous() for k, v in vae.state_dict().items()}
+    save_file(tensors, str(folder / "diffusion_pytorch_model.safetensors"))
