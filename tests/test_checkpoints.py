@@ -14,6 +14,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from tests.shared_data import MANIFESTS
 from tora_model.checkpoints import (
     SafetensorsFile,
     infer_config,
@@ -315,9 +316,6 @@ def test_safetensors_row_ranges_equal_torch_slicing(tmp_path, dtype):
     got = file.read("t", rows)
     assert got.dtype == dtype and got.view(torch.uint8).equal(expected.view(torch.uint8))
     assert file.read("t").view(torch.uint8).equal(tensor.view(torch.uint8))
-
-
-MANIFESTS = Path(__file__).resolve().parents[2] / "shared" / "reference" / "manifests"
 
 
 @pytest.mark.skipif(not MANIFESTS.is_dir(), reason=f"reference manifests not found at {MANIFESTS}")

@@ -4,13 +4,13 @@ algorithm, and the nine official trajectories against reference/fixtures/tora_re
 
 import hashlib
 import json
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
 
+from tests.shared_data import FIXTURE, TRAJS, needs_shared
 from tora_model.errors import TrajectoryFormatError
 from tora_model.flow import (
     flow_to_rgb,
@@ -22,10 +22,6 @@ from tora_model.flow import (
 from tora_model.resample import resample
 from tora_model.trajectory import load_official_txt
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-TRAJS = SHARED / "reference" / "trajs"
-FIXTURE = SHARED / "reference" / "fixtures" / "tora_reference_values.json"
-needs_shared = pytest.mark.skipif(not FIXTURE.exists(), reason=f"reference data not found at {SHARED}")
 NAMES = sorted(p.name for p in TRAJS.glob("*.txt")) if TRAJS.exists() else []
 
 

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
+from tests.shared_data import MANIFESTS, needs_manifests
 from tora_model import keymaps
-
-MANIFESTS = Path(__file__).resolve().parents[2] / "shared" / "reference" / "manifests"
-needs_manifests = pytest.mark.skipif(
-    not MANIFESTS.is_dir(), reason=f"reference manifests not found at {MANIFESTS} (../shared beside the repo)"
-)
 
 
 def read_manifest(name: str) -> dict[str, tuple[int, ...]]:

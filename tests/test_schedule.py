@@ -1,11 +1,11 @@
 """Schedule numbers against the reference fixture (official SAT + diffusers values) and diffusers' scheduler tables."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
+from tests.shared_data import FIXTURE
 from tora_model.errors import ConfigError
 from tora_model.schedule import (
     full_sqrt_alphas_cumprod,
@@ -13,9 +13,6 @@ from tora_model.schedule import (
     make_schedule,
     trailing_timesteps,
 )
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-FIXTURE = SHARED / "reference" / "fixtures" / "tora_reference_values.json"
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,11 @@ Official processing must reproduce alibaba/Tora read_points + process_points + i
 
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.shared_data import FIXTURE, TRAJS, needs_shared
 from tora_model.errors import ConfigError, TrajectoryFormatError
 from tora_model.resample import canvas_positions, check_num_frames, resample
 from tora_model.trajectory import (
@@ -22,11 +22,6 @@ from tora_model.trajectory import (
     parse_official_txt,
     trajectory_from_json,
 )
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-TRAJS = SHARED / "reference" / "trajs"
-FIXTURE = SHARED / "reference" / "fixtures" / "tora_reference_values.json"
-needs_shared = pytest.mark.skipif(not FIXTURE.exists(), reason=f"reference data not found at {SHARED}")
 
 
 def _reference():

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
+from tests.shared_data import MANIFESTS
 from tora_model.config import ToraConfig
 from tora_model.transformer import build_transformer
 
-MANIFESTS = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "manifests"
 TORA_PREFIXES = ("traj_extractor.", "fuser.")
 
 

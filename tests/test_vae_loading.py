@@ -2,12 +2,12 @@
 
 import json
 import logging
-from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
+from tests.shared_data import MANIFESTS
 from tora_model.errors import CheckpointError
 from tora_model.vae import CogVideoXVAE, VAEConfig
 from tora_model.vae_loading import (
@@ -17,8 +17,6 @@ from tora_model.vae_loading import (
     sat_key_to_canonical,
     to_canonical,
 )
-
-MANIFESTS = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "manifests"
 
 
 def _manifest(name: str) -> dict[str, tuple[int, ...]]:
