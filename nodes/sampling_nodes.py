@@ -13,7 +13,13 @@ import torch
 from einops import rearrange
 
 from ..tora_model.errors import ConfigError, GenerationInterrupted
-from ..tora_model.pipeline import check_generation_size, decode_latents, encode_image_latents, sample_latents
+from ..tora_model.pipeline import (
+    check_generation_size,
+    check_vae_pairing,
+    decode_latents,
+    encode_image_latents,
+    sample_latents,
+)
 from . import comfy_glue, runtime
 from .trajectory_nodes import FRAMES, SIZE
 
@@ -208,6 +214,7 @@ class ToraSampler:
             raise ConfigError(
                 "this is an I2V checkpoint: connect a start_image and the vae (or load the T2V weights)"
             )
+        check_vae_pairing(model.transformer, vae.vae)
         with runtime.on_device(vae=vae):
             return encode_image_latents(
                 vae.vae, start_image[0], width=width, height=height, num_frames=frames, generator=generator

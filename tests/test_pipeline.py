@@ -28,6 +28,8 @@ from tora_model.pipeline import (
     sample_latents,
 )
 from tora_model.schedule import make_schedule
+from tora_model.transformer import build_transformer
+from tora_model.vae import CogVideoXVAE, VAEConfig
 
 WIDTH, HEIGHT, FRAMES = 32, 32, 9  # latents [1, 3, 16, 4, 4]
 SHAPE = (1, (FRAMES - 1) // 4 + 1, 16, HEIGHT // 8, WIDTH // 8)
@@ -307,3 +309,27 @@ def test_network_runs_in_model_dtype_while_latents_stay_float32(t2v):
     assert all(c["latents"].dtype == c["text"].dtype == torch.bfloat16 for c in spy.calls)
     reference = sample_latents(model, **run)  # float32 network
     assert (out - reference).abs().max() < 0.05 * reference.abs().max()
+
+
+def test_latent_grid_follows_the_transformers_vae_and_mismatched_vaes_are_refused(t2v):
+    """A transformer trained on a ×4 VAE samples a 2× finer latent grid at the same pixel size; pairing it with the
+    ×8 VAE (or the ×8 transformer with the ×4 VAE) is an error naming both factors, not a silently wrong video."""
+    model_x8, vae_x8 = t2v
+    torch.manual_seed(3)
+    model_x4 = build_transformer(ToraConfig.preset("tiny").replace(vae_spatial_compression=4))
+    vae_x4 = CogVideoXVAE(VAEConfig(channels=8, channel_mult=(1, 2, 2), layers_per_block=1, norm_groups=4)).eval()
+    run = dict(text_embeds=_text(), width=WIDTH, height=HEIGHT, num_frames=FRAMES, steps=2, seed=0)
+    latents = sample_latents(model_x4, **run)
+    assert latents.shape == (*SHAPE[:3], HEIGHT // 4, WIDTH // 4)
+    frames = generate(model_x4, vae_x4, **run)
+    assert frames.shape == (FRAMES, HEIGHT, WIDTH, 3)
+    for model, vae, expected, got in ((model_x4, vae_x8, 4, 8), (model_x8, vae_x4, 8, 4)):
+        with pytest.raises(ConfigError, match=rf"latents of a ×{expected} VAE but the VAE given compresses ×{got}"):
+            generate(model, vae, **run)
+        with pytest.raises(ConfigError, match=rf"×{expected} VAE"):
+            motion_from_trajectory(
+                model, vae, demo_trajectory(), num_frames=FRAMES, width=WIDTH, height=HEIGHT,
+                generator=torch.Generator().manual_seed(2),
+            )  # fmt: skip
+    with pytest.raises(ConfigError, match="power of two"):
+        ToraConfig.preset("tiny").replace(vae_spatial_compression=6)

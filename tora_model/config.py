@@ -43,6 +43,9 @@ class ToraConfig:
     sample_height: int = 60  # latent height of that embedding
     sample_width: int = 90
     temporal_compression: int = 4
+    # Pixels per latent along H and W in the VAE whose latent space this transformer denoises (8 for CogVideoX; the
+    # tiny trained model pairs with a ×4 VAE). Sets the latent grid of a generation at a given pixel size.
+    vae_spatial_compression: int = 8
     # Tora motion modules: trajectory extractor (TE) and one motion-guidance fuser (MGF) per block.
     has_motion_modules: bool = True
     motion_channels: int = 128  # TE feature width
@@ -65,6 +68,10 @@ class ToraConfig:
         if self.use_learned_pos_embed and not self.has_learned_pos_embed:
             raise ConfigError(
                 "use_learned_pos_embed=True needs a config with has_learned_pos_embed=True (I2V)"
+            )
+        if self.vae_spatial_compression < 1 or self.vae_spatial_compression & (self.vae_spatial_compression - 1):
+            raise ConfigError(
+                f"vae_spatial_compression must be a power of two (8 for CogVideoX), got {self.vae_spatial_compression}"
             )
         if self.backbone not in BACKBONES:
             raise ConfigError(f"backbone must be one of {BACKBONES}, got {self.backbone!r}")

@@ -25,7 +25,7 @@ from einops import rearrange
 
 from .errors import ConfigError
 from .flow import flow_to_rgb, flow_video_to_vae_input, render_flow
-from .pipeline import check_generation_size, placement, vae_tiling
+from .pipeline import check_generation_size, check_vae_pairing, placement, vae_tiling
 from .resample import resample
 from .vae import SCALE
 
@@ -97,13 +97,13 @@ def _flow_video_tensor(flow_rgb: np.ndarray | torch.Tensor) -> torch.Tensor:
 def encode_flow_video(
     vae, flow_rgb: np.ndarray | torch.Tensor, *, generator: torch.Generator, tiling: bool | str = "auto"
 ) -> torch.Tensor:
-    """Colour-coded flow video uint8 [F, H, W, 3] → motion latents [1, T, 16, H/8, W/8] (posterior sample × 0.7)."""
+    """Colour-coded flow video uint8 [F, H, W, 3] → motion latents [1, T, 16, H/c, W/c] (c = VAE spatial compression) (posterior sample × 0.7)."""
     video = _flow_video_tensor(flow_rgb)
     device, dtype = placement(vae)
     pixels = flow_video_to_vae_input(video, dtype=dtype, device=device)  # [1, 3, F, H, W] in [-1, 1]
     with torch.no_grad():
         posterior = vae.encode(
-            pixels, tiling=vae_tiling(vae, tiling, (video.shape[1] // 8, video.shape[2] // 8))
+            pixels, tiling=vae_tiling(vae, tiling, tuple(n // vae.config.spatial_compression for n in video.shape[1:3]))
         )
         latents = posterior.sample(generator) * SCALE  # [1, 16, T, h, w]
     return rearrange(latents.float(), "b c t h w -> b t c h w")  # [1, T, 16, h, w]
@@ -126,6 +126,7 @@ def motion_from_flow(
             "this transformer has no Tora motion modules (traj_extractor / fuser weights); load a Tora checkpoint "
             "to use trajectories, or generate without motion guidance"
         )
+    check_vae_pairing(model, vae)
     video = _flow_video_tensor(flow_rgb)
     frames, height, width = video.shape[:3]
     latents = encode_flow_video(vae, video, generator=generator, tiling=tiling)  # [1, T, 16, h, w]

@@ -6,7 +6,8 @@ latents on channels, with no noise augmentation; the unconditional context is al
 [1, T, 16, h, w] draw made after the motion latents were encoded; latents stay float32 between steps while the network runs
 in the model dtype; CFG runs cond and uncond in one batched forward in [uncond, cond] order. Decoding divides by 0.7.
 
-Layouts: latents [1, T, 16, h, w] (T = (F - 1) // 4 + 1, h = H / 8, w = W / 8), "scaled" = in the ×0.7 domain the
+Layouts: latents [1, T, 16, h, w] (T = (F - 1) // 4 + 1, h = H / c, w = W / c with c the VAE's spatial compression:
+8 for CogVideoX), "scaled" = in the ×0.7 domain the
 transformer sees; text embeddings [1, L, text_dim]; frames [F, H, W, 3] float32 in [0, 1].
 """
 
@@ -74,6 +75,16 @@ def check_generation_size(width: int, height: int, num_frames: int, *, warn: boo
             "generation size %dx%d: the released Tora weights were trained only at 720x480; other sizes may degrade",
             width,
             height,
+        )
+
+
+def check_vae_pairing(model, vae) -> None:
+    """Raise ConfigError unless the VAE makes the latent grid the transformer was trained on."""
+    expected, got = model.config.vae_spatial_compression, vae.config.spatial_compression
+    if expected != got:
+        raise ConfigError(
+            f"this transformer denoises latents of a ×{expected} VAE but the VAE given compresses ×{got}; "
+            "load the VAE that was released (or trained) with these transformer weights"
         )
 
 
@@ -204,11 +215,12 @@ def _check_conditioning(
                 "motion guidance needs a Tora model (traj_extractor/fuser weights); this one has none"
             )
         _, frames, _, h, w = shape
+        c = config.vae_spatial_compression
         size = (motion.num_frames, motion.width, motion.height)
-        if size != ((frames - 1) * 4 + 1, w * 8, h * 8):
+        if size != ((frames - 1) * 4 + 1, w * c, h * c):
             raise ConfigError(
                 f"motion guidance was encoded for {size[0]} frames at {size[1]}x{size[2]} but the generation is "
-                f"{(frames - 1) * 4 + 1} frames at {w * 8}x{h * 8}; encode the trajectory at the generation size"
+                f"{(frames - 1) * 4 + 1} frames at {w * c}x{h * c}; encode the trajectory at the generation size"
             )
 
 
@@ -261,7 +273,8 @@ def sample_latents(
     every step (GenerationInterrupted when it answers True).
     """
     check_generation_size(width, height, num_frames)
-    shape = (1, latent_frames(num_frames), LATENT_CHANNELS, height // 8, width // 8)
+    compression = model.config.vae_spatial_compression
+    shape = (1, latent_frames(num_frames), LATENT_CHANNELS, height // compression, width // compression)
     _check_conditioning(model, text_embeds, uncond_embeds, shape, motion, image_latents)
     generator = _make_generator(seed, generator)
     device, _ = placement(model)
@@ -306,6 +319,7 @@ def generate(
     """
     check_generation_size(width, height, num_frames, warn=False)
     _check_image_mode(model.config, start_image is not None)
+    check_vae_pairing(model, vae)
     generator = _make_generator(seed, generator)
     image_latents = None
     if start_image is not None:
