@@ -1,9 +1,11 @@
 """The spatial-temporal DiT backbone (tora_model.st_dit): axes of attention, motion path, pipeline and loader."""
 
+import pytest
 import torch
 
-from tora_model.checkpoints import load_transformer
+from tora_model.checkpoints import infer_config, inspect_checkpoint, load_transformer
 from tora_model.config import ToraConfig
+from tora_model.errors import CheckpointError
 from tora_model.pipeline import sample_latents
 from tora_model.st_dit import STDiTTransformer, save_st_transformer
 
@@ -85,3 +87,28 @@ def test_saved_file_loads_through_load_transformer_and_runs_the_pipeline(tmp_pat
         image_latents=torch.zeros(1, 5, 16, 8, 12),
     )
     assert out.shape == (1, 5, 16, 8, 12) and torch.isfinite(out).all()
+
+
+def test_inspect_checkpoint_reads_the_header_config_and_refuses_split_motion_modules(tmp_path):
+    """What LoadToraModel calls before loading: layout and config of an st_dit file, without reading tensors."""
+    path = tmp_path / "transformer.safetensors"
+    save_st_transformer(STDiTTransformer(CONFIG), path)
+    checkpoint = inspect_checkpoint(path)
+    assert "st_dit" in checkpoint.format and infer_config(checkpoint) == CONFIG
+    assert set(checkpoint.meta_state_dict()) == set(STDiTTransformer(CONFIG, device="meta").state_dict())
+    split = tmp_path / "CogVideoX-5b-Tora"
+    for part in ("fuser", "traj_extractor"):
+        (split / part).mkdir(parents=True)
+    for call in (
+        lambda: inspect_checkpoint(path, split),
+        lambda: load_transformer(path, motion_source=split),
+    ):
+        with pytest.raises(CheckpointError, match="st_dit checkpoint; the split fuser/"):
+            call()
+
+
+def test_fp8_storage_and_block_swap_find_the_blocks():
+    """`transformer_blocks` is `blocks` (what the node layer's fp8 storage and block swap walk); keys unchanged."""
+    model = _model()
+    assert model.transformer_blocks is model.blocks and len(model.transformer_blocks) == CONFIG.num_layers
+    assert not any(k.startswith("transformer_blocks.") for k in model.state_dict())

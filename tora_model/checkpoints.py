@@ -11,7 +11,9 @@ Layouts accepted by `load_transformer` (and `inspect_checkpoint`):
   * a single `.safetensors` / `.pt` file in the SAT or the canonical layout;
   * the third-party split layout (kijai `CogVideoX-5b-Tora/{fuser,traj_extractor}/*.safetensors`) combined with a
     stock CogVideoX-5B(-I2V) transformer (`transformer/` inside that folder, or `motion_source=` beside `source`);
-  * a state dict passed directly.
+  * a state dict passed directly;
+  * the spatial-temporal DiT (`st_dit.py`, the trained tiny Tora): one `.safetensors` whose header names the
+    backbone and stores its config, in the model's own key names.
 
 Memory: the model is built on the meta device and each canonical tensor is read on its own — only the rows a split
 needs — cast to `dtype`, moved to `device`, and assigned. Safetensors are read with plain file reads straight into the
@@ -427,6 +429,7 @@ class Checkpoint:
     format: str
     source: TensorSource
     plan: keymaps.KeyPlan
+    config: ToraConfig | None = None  # stored in the file's header (st_dit files); None: inferred from shapes
 
     def meta_state_dict(self) -> dict[str, torch.Tensor]:
         """Canonical names → meta tensors of the right shape and stored dtype (nothing is read)."""
@@ -509,7 +512,18 @@ def _folder_checkpoint(folder: Path) -> Checkpoint:
     )
 
 
+def _st_dit_checkpoint(path: Path) -> Checkpoint:
+    from .st_dit import read_backbone
+
+    _, config = read_backbone(path)
+    source = SafetensorsSource([SafetensorsFile(path)])
+    layout = "st_dit backbone (spatial-temporal DiT), safetensors file"
+    return Checkpoint(str(path), layout, source, keymaps.identity_plan(source.keys()), config)
+
+
 def _file_checkpoint(path: Path) -> Checkpoint:
+    if is_st_dit_file(path):
+        return _st_dit_checkpoint(path)
     source, container = _file_source(path)
     return _checkpoint_from_source(source, str(path), container)
 
@@ -524,6 +538,12 @@ def inspect_checkpoint(
         path = _existing(Path(source))
         checkpoint = _folder_checkpoint(path) if path.is_dir() else _file_checkpoint(path)
     if motion_source is not None:
+        if checkpoint.config is not None:
+            raise CheckpointError(
+                f"{checkpoint.location} is a {checkpoint.config.backbone} checkpoint; the split fuser/ and "
+                f"traj_extractor/ files in {motion_source} only go with a CogVideoX-5B transformer. Leave "
+                "motion_modules at '(inside model)'."
+            )
         checkpoint = _kijai_checkpoint(checkpoint, _existing(Path(motion_source)))
     return checkpoint
 
@@ -547,7 +567,12 @@ _MOTION_FIELDS = ("motion_channels", "extractor_blocks_per_stage")
 
 
 def infer_config(checkpoint: Checkpoint) -> ToraConfig:
-    """Config from tensor shapes; fields shapes cannot tell come from the preset of the same shape, if any."""
+    """Config from tensor shapes; fields shapes cannot tell come from the preset of the same shape, if any.
+
+    A checkpoint whose header stores its config (st_dit) gives that config unchanged.
+    """
+    if checkpoint.config is not None:
+        return checkpoint.config
     try:
         inferred = ToraConfig.from_state_dict(checkpoint.meta_state_dict())
     except ConfigError as err:
@@ -615,7 +640,7 @@ def _read_canonical(checkpoint: Checkpoint, rule: keymaps.Rule) -> torch.Tensor:
     return checkpoint.source.read(rule.source, rule.row_ranges(rows))
 
 
-def _is_st_dit_file(source: object) -> bool:
+def is_st_dit_file(source: object) -> bool:
     """True for a safetensors file whose header names the spatial-temporal backbone (tora_model.st_dit)."""
     if (
         not isinstance(source, (str, Path))
@@ -651,9 +676,10 @@ def load_transformer(
     """
     from .transformer import build_transformer  # deferred: reading/inspecting files does not need the model
 
-    if _is_st_dit_file(source):
+    if is_st_dit_file(source):
         from .st_dit import load_st_transformer
 
+        inspect_checkpoint(source, motion_source)  # refuses split motion modules for this backbone
         return load_st_transformer(source, dtype=dtype, device=device, config=config)
     checkpoint = inspect_checkpoint(source, motion_source)
     found = checkpoint.meta_state_dict()

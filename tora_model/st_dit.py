@@ -64,8 +64,9 @@ class SelfAttention(nn.Module):
     def forward(self, x: Tensor, attention_fn: AttentionFn, context: Tensor | None = None) -> Tensor:
         """x `[B, S, D]` (queries), context `[B, S', D]` (keys/values; None = x) → `[B, S, D]`."""
         hidden = x.shape[-1]
-        q_w, kv_w = self.qkv.weight.split([hidden, 2 * hidden])
-        q_b, kv_b = self.qkv.bias.split([hidden, 2 * hidden])
+        # weights stored narrower than the activations (fp8 storage) compute in the activation dtype
+        q_w, kv_w = self.qkv.weight.to(x.dtype).split([hidden, 2 * hidden])
+        q_b, kv_b = self.qkv.bias.to(x.dtype).split([hidden, 2 * hidden])
         q = F.linear(x, q_w, q_b)  # [B, S, D]
         k, v = F.linear(x if context is None else context, kv_w, kv_b).chunk(2, dim=-1)  # [B, S', D] each
         q, k, v = (rearrange(t, "b s (n d) -> b n s d", n=self.num_heads) for t in (q, k, v))
@@ -189,6 +190,11 @@ class STDiTTransformer(nn.Module):
     @property
     def dtype(self) -> torch.dtype:
         return self.final.proj.weight.dtype
+
+    @property
+    def transformer_blocks(self) -> nn.ModuleList:
+        """`blocks` under the CogVideoX path's name, for fp8 storage and block swap (state-dict keys unchanged)."""
+        return self.blocks
 
     def forward(
         self,
