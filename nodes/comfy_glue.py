@@ -2,7 +2,8 @@
 
 Everything here has a plain-torch fallback, so the node classes run unchanged outside ComfyUI (tests, scripts):
 model folders then live under `$TORA_MODELS_DIR` (default `./models`), the compute device is CUDA when present,
-there is no progress bar, no interruption and no temp-dir UI previews.
+there is no progress bar, no interruption and no temp-dir UI previews. In both cases the pack's own `models/`
+folder (the bundled tiny Tora) is the last path of the `tora` folder.
 """
 
 from __future__ import annotations
@@ -35,16 +36,22 @@ TRANSFORMER_FOLDERS = ("tora", "diffusion_models", "CogVideo")
 VAE_FOLDERS = ("vae", "tora", "CogVideo")
 TEXT_ENCODER_FOLDERS = ("text_encoders", "clip", "tora")
 SHARD_INDEX_SUFFIX = ".index.json"
+# Models shipped inside the pack (models/tiny_tora/), listed as tora/tiny_tora/... after the user's own tora paths.
+PACK_MODELS = Path(__file__).resolve().parents[1] / "models"
 
 
 def register_model_folders() -> None:
-    """Register `models/tora` (appending, so paths set in extra_model_paths.yaml stay) and `models/CogVideo`."""
+    """Register `models/tora` and `models/CogVideo`, then the pack's own `models/` as the last `tora` path.
+
+    Appending keeps paths set in extra_model_paths.yaml first, so a user's file wins over a bundled one.
+    """
     if not HAS_COMFY:
         return
     for name in (TORA_FOLDER, "CogVideo"):
         folder_paths.add_model_folder_path(name, os.path.join(folder_paths.models_dir, name))
         paths, extensions = folder_paths.folder_names_and_paths[name]
         folder_paths.folder_names_and_paths[name] = (paths, set(extensions) | MODEL_EXTENSIONS)
+    folder_paths.add_model_folder_path(TORA_FOLDER, str(PACK_MODELS))
 
 
 def folder_roots(kind: str) -> list[Path]:
@@ -55,7 +62,8 @@ def folder_roots(kind: str) -> list[Path]:
         if kind not in folder_paths.folder_names_and_paths:
             return []
         return [Path(p) for p in folder_paths.get_folder_paths(kind)]
-    return [Path(os.environ.get("TORA_MODELS_DIR", "models")) / kind]
+    roots = [Path(os.environ.get("TORA_MODELS_DIR", "models")) / kind]
+    return [*roots, PACK_MODELS] if kind == TORA_FOLDER else roots
 
 
 def _model_entries(root: Path) -> list[str]:

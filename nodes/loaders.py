@@ -1,9 +1,10 @@
 """Loader nodes: the Tora transformer (+ VAE) and the T5 text encoder, from the pack's model folders.
 
 Files are looked for in `models/tora` (registered by this pack, appended to any paths in extra_model_paths.yaml),
-`models/diffusion_models`, `models/CogVideo` (the third-party `CogVideoX-5b-Tora` split layout), `models/vae` and
-`models/text_encoders`. The checkpoint layout (official SAT, official diffusers, single file, split) and the model
-kind (T2V or I2V) are read from the tensor names and shapes, never from the file name.
+`models/diffusion_models`, `models/CogVideo` (the third-party `CogVideoX-5b-Tora` split layout), `models/vae`,
+`models/text_encoders`, and the pack's own `models/` (the bundled tiny Tora, listed under `tora/`). The checkpoint
+layout (official SAT, official diffusers, single file, split, st_dit) and the model kind (T2V or I2V) are read from
+the tensor names, shapes and safetensors header, never from the file name.
 """
 
 from __future__ import annotations
@@ -14,7 +15,13 @@ from pathlib import Path
 import torch
 
 from ..tora_model import keymaps
-from ..tora_model.checkpoints import infer_config, inspect_checkpoint, load_transformer, read_state_dict
+from ..tora_model.checkpoints import (
+    infer_config,
+    inspect_checkpoint,
+    is_st_dit_file,
+    load_transformer,
+    read_state_dict,
+)
 from ..tora_model.errors import CheckpointError, ConfigError
 from ..tora_model.vae_loading import load_vae
 from . import comfy_glue, memory
@@ -26,6 +33,26 @@ log = logging.getLogger(__name__)
 FROM_MODEL = "(from model file)"
 INSIDE_MODEL = "(inside model)"
 MOTION_FOLDERS = ("CogVideo", "tora")
+
+
+def _listed(kinds: tuple[str, ...], role: str) -> list[str]:
+    """Combo entries of `kinds` that can hold a `role` ("transformer", "vae", "text encoder").
+
+    A diffusers `vae/` folder (beside a transformer, as in the bundled tiny Tora) is only a VAE; an st_dit file
+    (its safetensors header names the backbone) is only a transformer. Other files may hold everything (the SAT
+    release) and stay in every list.
+    """
+    entries = []
+    for entry in comfy_glue.list_models(kinds):
+        if entry.endswith("/vae/"):
+            keep = role == "vae"
+        elif entry.endswith(".safetensors"):
+            keep = role == "transformer" or not is_st_dit_file(comfy_glue.resolve_model(entry, kinds))
+        else:
+            keep = True
+        if keep:
+            entries.append(entry)
+    return entries
 
 
 def _vae_inside(model_path: Path) -> Path | dict:
@@ -48,8 +75,8 @@ class LoadToraModel:
 
     @classmethod
     def INPUT_TYPES(cls):
-        transformers = comfy_glue.list_models(comfy_glue.TRANSFORMER_FOLDERS)
-        vaes = comfy_glue.list_models(comfy_glue.VAE_FOLDERS)
+        transformers = _listed(comfy_glue.TRANSFORMER_FOLDERS, "transformer")
+        vaes = _listed(comfy_glue.VAE_FOLDERS, "vae")
         splits = comfy_glue.list_motion_module_folders(MOTION_FOLDERS)
         return {
             "required": {
@@ -58,7 +85,9 @@ class LoadToraModel:
                     {
                         "tooltip": "Tora checkpoint: official SAT mp_rank_00_model_states.pt (t2v or i2v), the "
                         "diffusers transformer/ folder, a single .safetensors, or a CogVideoX-5b-Tora split folder. "
-                        "Looked for in models/tora, models/diffusion_models and models/CogVideo.",
+                        "Looked for in models/tora, models/diffusion_models and models/CogVideo. "
+                        "tora/tiny_tora/transformer.safetensors is the tiny CPU model shipped with the pack "
+                        "(96x64, 17 frames, I2V; see the tiny_tora_cpu example workflow).",
                     },
                 ),
                 "vae": (
@@ -186,7 +215,7 @@ class LoadToraTextEncoder:
         return {
             "required": {
                 "text_encoder": (
-                    comfy_glue.list_models(comfy_glue.TEXT_ENCODER_FOLDERS),
+                    _listed(comfy_glue.TEXT_ENCODER_FOLDERS, "text encoder"),
                     {
                         "tooltip": "T5-XXL encoder weights: the official Tora SAT file (T5 is inside it), a "
                         "t5xxl .safetensors, or a transformers T5 folder (with its tokenizer). Looked for in "

@@ -143,8 +143,28 @@ def test_model_folders_list_files_and_model_folders(pack, tmp_path, monkeypatch)
         "CogVideo/CogVideoX-5b-Tora/",
         "diffusion_models/Tora_T2V_diffusers/transformer/",
         "tora/t2v/mp_rank_00_model_states.pt",
+        "tora/tiny_tora/transformer.safetensors",  # bundled with the pack (models/ is the last tora path)
+        "tora/tiny_tora/vae/",
     ]
     assert glue.list_motion_module_folders(("CogVideo", "tora")) == ["CogVideo/CogVideoX-5b-Tora/"]
     assert glue.resolve_model("tora/t2v/mp_rank_00_model_states.pt", ("tora",)) == tmp_path / files[0]
     with pytest.raises(FileNotFoundError, match="i2v/mp_rank_00_model_states.pt.*'tora' folder"):
         glue.resolve_model("tora/i2v/mp_rank_00_model_states.pt", ("tora",))
+
+
+def test_bundled_tiny_model_is_listed_once_in_the_right_combos(pack, tmp_path, monkeypatch):
+    """models/tiny_tora/ of the pack: the transformer in `model`, its vae/ in `vae`, nothing in the T5 list, no
+    README; a user's own tora/tiny_tora/ comes first and is found first."""
+    monkeypatch.setenv("TORA_MODELS_DIR", str(tmp_path))
+    glue, loaders = pack.nodes.comfy_glue, pack.nodes.loaders
+    assert glue.folder_roots("tora") == [tmp_path / "tora", PACK_ROOT / "models"]
+    assert glue.folder_roots("vae") == [tmp_path / "vae"]
+    model_inputs = loaders.LoadToraModel.INPUT_TYPES()["required"]
+    assert model_inputs["model"][0] == ["tora/tiny_tora/transformer.safetensors"]
+    assert model_inputs["vae"][0] == ["(from model file)", "tora/tiny_tora/vae/"]
+    assert loaders.LoadToraTextEncoder.INPUT_TYPES()["required"]["text_encoder"][0] == []
+    assert not any("README" in e for e in glue.list_models(("tora",)))
+    mine = tmp_path / "tora" / "tiny_tora" / "transformer.safetensors"
+    mine.parent.mkdir(parents=True)
+    mine.touch()
+    assert glue.resolve_model("tora/tiny_tora/transformer.safetensors", ("tora",)) == mine
