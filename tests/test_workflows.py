@@ -64,6 +64,8 @@ CORE_NODES = {
     "Note": ({"required": {"text": ("STRING", {})}}, ()),
 }
 PYTHON_TYPES = {"INT": int, "FLOAT": (int, float), "STRING": str, "BOOLEAN": bool}
+# Width, height, frames of each workflow: Tora's training size, except the bundled tiny model's.
+SIZES = {"tiny_tora_cpu": (96, 64, 17)}
 
 
 def is_widget(spec: tuple) -> bool:
@@ -128,9 +130,14 @@ def pack(tmp_path_factory):
     mp.undo()
 
 
-def test_there_are_three_workflows_and_a_readme():
+def test_there_are_four_workflows_and_a_readme():
     names = {p.stem for p in WORKFLOWS}
-    assert names == {"tora_t2v_drawn_trajectory", "tora_i2v_drawn_trajectory", "tora_t2v_preset_trajectory"}
+    assert names == {
+        "tora_t2v_drawn_trajectory",
+        "tora_i2v_drawn_trajectory",
+        "tora_t2v_preset_trajectory",
+        "tiny_tora_cpu",
+    }
     readme = (PACK_ROOT / "example_workflows" / "README.md").read_text()
     for name in names:
         assert f"{name}.json" in readme
@@ -193,4 +200,4 @@ def test_sizes_agree_across_nodes(path):
         for n in workflow["nodes"]
         if n["type"] in ("TrajectoryCanvas", "TrajectoryToMotionLatent", "ToraSampler")
     }
-    assert sizes == {(720, 480, 49)}
+    assert sizes == {SIZES.get(path.stem, (720, 480, 49))}
