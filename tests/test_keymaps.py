@@ -7,6 +7,7 @@ import torch
 
 from tests.shared_data import MANIFESTS, needs_manifests
 from tora_model import keymaps
+from tora_model.errors import CheckpointError
 
 
 def read_manifest(name: str) -> dict[str, tuple[int, ...]]:
@@ -99,7 +100,7 @@ def test_adaln_split_follows_sat_chunk_order():
 
 
 def test_unknown_sat_key_is_named():
-    with pytest.raises(ValueError, match="mixins.adaln_layer.mystery.0.weight"):
+    with pytest.raises(CheckpointError, match="mixins.adaln_layer.mystery.0.weight"):
         keymaps.sat_to_diffusers({"mixins.adaln_layer.mystery.0.weight": torch.zeros(1)})
 
 

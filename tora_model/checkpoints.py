@@ -435,7 +435,7 @@ class Checkpoint:
         """Canonical names → meta tensors of the right shape and stored dtype (nothing is read)."""
         try:
             return {t: keymaps.apply_rule(r, self.source.meta(r.source)) for t, r in self.plan.rules.items()}
-        except ValueError as err:  # a fused tensor that does not split evenly
+        except CheckpointError as err:  # a fused tensor that does not split evenly
             raise CheckpointError(f"{self.location} ({self.format}): {err}; the file is damaged") from None
 
 

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .errors import CheckpointError
+
 SAT_PREFIX = "model.diffusion_model."  # DiT + Tora modules inside the SAT engine's `module` dict
 SAT_T5_PREFIX = "conditioner.embedders.0.transformer."  # T5-XXL encoder in the same file
 SAT_VAE_PREFIX = "first_stage_model."  # CogVideoX VAE in the same file
@@ -75,7 +77,7 @@ class KeyPlan:
     def merged(self, other: KeyPlan) -> KeyPlan:
         clash = sorted(set(self.rules) & set(other.rules))
         if clash:
-            raise ValueError(f"two sources produce the same canonical keys, e.g. {clash[:3]}")
+            raise CheckpointError(f"two sources produce the same canonical keys, e.g. {clash[:3]}")
         return KeyPlan(
             rules={**self.rules, **other.rules},
             dropped=self.dropped + other.dropped,
@@ -215,7 +217,7 @@ def apply_rule(rule: Rule, tensor: torch.Tensor) -> torch.Tensor:
     if rule.parts == 1:
         return tensor
     if tensor.shape[0] % rule.parts:
-        raise ValueError(
+        raise CheckpointError(
             f"{rule.source}: dim 0 of shape {tuple(tensor.shape)} does not split into {rule.parts} equal parts"
         )
     if tensor.is_meta:  # shape arithmetic only (torch.cat on meta tensors is slow to set up)
@@ -236,13 +238,16 @@ def strip_prefix(keys: Iterable[str], prefix: str) -> list[str]:
 def sat_to_diffusers(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Convert a SAT DiT state dict (with or without the `model.diffusion_model.` prefix) to canonical names.
 
-    Other prefixes (T5, VAE) are ignored; unknown DiT keys raise ValueError naming them.
+    Other prefixes (T5, VAE) are ignored; unknown DiT keys raise CheckpointError naming them.
     """
     keys = list(state_dict)
     prefixed = any(k.startswith(SAT_PREFIX) for k in keys)
     local = strip_prefix(keys, SAT_PREFIX) if prefixed else keys
     plan = sat_plan(local)
     if plan.unknown:
-        raise ValueError(f"{len(plan.unknown)} SAT keys have no rule, e.g. {list(plan.unknown[:5])}")
+        raise CheckpointError(
+            f"{len(plan.unknown)} SAT keys have no rule, e.g. {list(plan.unknown[:5])}; this is not an official "
+            "Tora / CogVideoX SAT checkpoint (or a newer layout this pack does not know)"
+        )
     source = {k: state_dict[SAT_PREFIX + k if prefixed else k] for k in local}
     return apply_plan(plan, source)
