@@ -126,7 +126,7 @@ class TrajectoryToMotionLatent:
         trajectory=None,
         flow_images=None,
     ):
-        check_generation_size(width, height, frames)
+        check_generation_size(width, height, frames, trained_size=model.transformer.config.trained_size)
         if (trajectory is None) == (flow_images is None):
             found, fix = (
                 ("both are connected", "disconnect one of them")

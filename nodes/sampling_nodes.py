@@ -144,7 +144,7 @@ class ToraSampler:
 
     RETURN_TYPES = ("LATENT",)
     RETURN_NAMES = ("samples",)
-    OUTPUT_TOOLTIPS = ("Video latents {'samples': [1, 16, T, H/8, W/8]} for Motion VAE Decode.",)
+    OUTPUT_TOOLTIPS = ("Video latents {'samples': [1, 16, T, H/c, W/c]} (c = the VAE's compression, 8 for CogVideoX) for Motion VAE Decode.",)
     FUNCTION = "sample"
     CATEGORY = "Tora/sampling"
 
@@ -166,8 +166,8 @@ class ToraSampler:
         vae=None,
         unique_id=None,
     ):
-        check_generation_size(width, height, frames)
         config = model.config
+        check_generation_size(width, height, frames, warn=False)  # sample_latents warns against the model's size
         text = text_embedding(positive, "positive", config.max_text_len, config.text_dim)
         uncond = text_embedding(negative, "negative", config.max_text_len, config.text_dim)
         if motion is not None:

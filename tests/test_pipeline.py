@@ -106,6 +106,15 @@ def test_generation_size_rules(caplog):
         assert not caplog.records
         check_generation_size(480, 480, 49)
     assert "720x480" in caplog.text
+    # The warning is about the model in use: the released 5B at 720x480, the bundled tiny model at 96x64.
+    assert ToraConfig.preset("cogvideox_5b_t2v").trained_size == (720, 480)
+    assert ToraConfig.preset("tiny_st").trained_size == (96, 64)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="tora_model.pipeline"):
+        check_generation_size(96, 64, 17, trained_size=(96, 64))
+        assert not caplog.records
+        check_generation_size(720, 480, 49, trained_size=(96, 64))
+    assert "trained only at 96x64" in caplog.text
 
 
 def test_cfg_batch_is_uncond_then_cond_with_zero_uncond_by_default():

@@ -141,6 +141,9 @@ def test_there_are_four_workflows_and_a_readme():
     readme = (PACK_ROOT / "example_workflows" / "README.md").read_text()
     for name in names:
         assert f"{name}.json" in readme
+    # The frontend keys open workflow tabs and their saved state by this id: two files with one id collide.
+    ids = [json.loads(p.read_text())["id"] for p in WORKFLOWS]
+    assert len(set(ids)) == len(ids), ids
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)

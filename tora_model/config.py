@@ -91,6 +91,11 @@ class ToraConfig:
         return self.num_heads * self.head_dim
 
     @property
+    def trained_size(self) -> tuple[int, int]:
+        """(width, height) in pixels the weights were trained at: the sample latent grid × the VAE compression."""
+        return self.sample_width * self.vae_spatial_compression, self.sample_height * self.vae_spatial_compression
+
+    @property
     def is_i2v(self) -> bool:
         return self.in_channels == 2 * LATENT_CHANNELS
 

@@ -50,8 +50,11 @@ def latent_frames(num_frames: int) -> int:
     return (num_frames - 1) // 4 + 1
 
 
-def check_generation_size(width: int, height: int, num_frames: int, *, warn: bool = True) -> None:
-    """Raise ConfigError unless width/height are multiples of 16 and num_frames = 8k + 1; warn off the trained size."""
+def check_generation_size(
+    width: int, height: int, num_frames: int, *, warn: bool = True, trained_size: tuple[int, int] = TRAINED_SIZE
+) -> None:
+    """Raise ConfigError unless width/height are multiples of 16 and num_frames = 8k + 1; warn off the trained size
+    (`ToraConfig.trained_size` of the model in use; the released weights' 720×480 by default)."""
     problems = []
     for name, value in (("width", width), ("height", height)):
         if value < SPATIAL_MULTIPLE or value % SPATIAL_MULTIPLE:
@@ -70,11 +73,12 @@ def check_generation_size(width: int, height: int, num_frames: int, *, warn: boo
         )
     if problems:
         raise ConfigError("; ".join(problems))
-    if warn and (width, height) != TRAINED_SIZE:
+    if warn and (width, height) != tuple(trained_size):
         log.warning(
-            "generation size %dx%d: the released Tora weights were trained only at 720x480; other sizes may degrade",
+            "generation size %dx%d: these Tora weights were trained only at %dx%d; other sizes may degrade",
             width,
             height,
+            *trained_size,
         )
 
 
@@ -272,7 +276,7 @@ def sample_latents(
     follows from the same generator. progress(step, total, x0) runs after every step; should_stop() before
     every step (GenerationInterrupted when it answers True).
     """
-    check_generation_size(width, height, num_frames)
+    check_generation_size(width, height, num_frames, trained_size=model.config.trained_size)
     compression = model.config.vae_spatial_compression
     shape = (1, latent_frames(num_frames), LATENT_CHANNELS, height // compression, width // compression)
     _check_conditioning(model, text_embeds, uncond_embeds, shape, motion, image_latents)
