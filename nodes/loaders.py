@@ -15,13 +15,8 @@ from pathlib import Path
 import torch
 
 from ..tora_model import keymaps
-from ..tora_model.checkpoints import (
-    infer_config,
-    inspect_checkpoint,
-    is_st_dit_file,
-    load_transformer,
-    read_state_dict,
-)
+from ..tora_model.checkpoint_files import read_state_dict
+from ..tora_model.checkpoints import infer_config, inspect_checkpoint, is_st_dit_file, load_transformer
 from ..tora_model.errors import CheckpointError, ConfigError
 from ..tora_model.vae_loading import load_vae
 from . import comfy_glue, memory

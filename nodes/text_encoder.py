@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ..tora_model.checkpoints import read_state_dict
+from ..tora_model.checkpoint_files import read_state_dict
 from ..tora_model.text import TOKENIZER_FILES, T5TextEncoder, t5_weights
 from . import comfy_glue
 

@@ -15,17 +15,12 @@ import torch
 from safetensors.torch import save_file
 
 from tests.shared_data import MANIFESTS
-from tora_model.checkpoints import (
-    SafetensorsFile,
-    infer_config,
-    inspect_checkpoint,
-    load_transformer,
-    read_state_dict,
-    sub_state_dict,
-)
+from tora_model.checkpoint_files import read_state_dict, sub_state_dict
+from tora_model.checkpoints import infer_config, inspect_checkpoint, load_transformer
 from tora_model.config import ToraConfig
 from tora_model.errors import CheckpointError
 from tora_model.keymaps import SAT_PREFIX, SAT_VAE_PREFIX
+from tora_model.tensor_sources import SafetensorsFile
 from tora_model.transformer import build_transformer
 
 # canonical block-local name -> SAT name ({i} = block index), spec §7.1

@@ -3,7 +3,8 @@
 Never imports ComfyUI; the node layer in `nodes/` adapts it. Public surface is re-exported here.
 """
 
-from .checkpoints import load_transformer, read_state_dict
+from .checkpoint_files import read_state_dict
+from .checkpoints import load_transformer
 from .config import ToraConfig
 from .errors import CheckpointError, ConfigError, GenerationInterrupted, ToraError, TrajectoryFormatError
 from .flow import flow_to_rgb, flow_video_to_vae_input, render_flow

@@ -4,8 +4,9 @@ Source: `tora_spec.md` §1.2–§1.3 (layouts), §7.1 and §7.3 (loader requirem
 
 Layouts accepted by `load_transformer` (and `inspect_checkpoint`):
   * official SAT `mp_rank_00_model_states.pt` — a torch zip pickle `{'module': {...}}` of the whole engine; DiT + Tora
-    modules sit under `model.diffusion_model.` (T5 and VAE under other prefixes, see `sub_state_dict`). Opened with
-    `torch.load(weights_only=True, mmap=True)`: nothing is unpickled beyond tensors, nothing is read until used;
+    modules sit under `model.diffusion_model.` (T5 and VAE under other prefixes, see
+    `checkpoint_files.sub_state_dict`). Opened with `torch.load(weights_only=True, mmap=True)`: nothing is unpickled
+    beyond tensors, nothing is read until used;
   * official diffusers `transformer/` folder (sharded `diffusion_pytorch_model-*.safetensors` + index json, or one
     file), or the pipeline root holding `transformer/`;
   * a single `.safetensors` / `.pt` file in the SAT or the canonical layout;
@@ -16,24 +17,15 @@ Layouts accepted by `load_transformer` (and `inspect_checkpoint`):
     backbone and stores its config, in the model's own key names.
 
 Memory: the model is built on the meta device and each canonical tensor is read on its own — only the rows a split
-needs — cast to `dtype`, moved to `device`, and assigned. Safetensors are read with plain file reads straight into the
-tensor's buffer (no mmap, so file pages never count against the process); a memory-mapped SAT pickle has the pages
-of each copied tensor released at once (Linux `madvise`). Peak memory ≈ the model plus one tensor
-(`bench/bench_load.py`). Safetensors data is little-endian, as is every platform torch ships for.
+needs — cast to `dtype`, moved to `device`, and assigned. Peak memory ≈ the model plus one tensor
+(`bench/bench_load.py`). Files are identified and opened by `checkpoint_files.py`, their tensors read by
+`tensor_sources.py`.
 """
 
 from __future__ import annotations
 
-import ctypes
-import json
 import logging
-import math
-import mmap
-import pickle
-import re
-import struct
-import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,381 +33,31 @@ from typing import TYPE_CHECKING
 import torch
 
 from . import keymaps
+from .checkpoint_files import (
+    DIFFUSERS_FILE,
+    DIFFUSERS_INDEX,
+    SAT_FILE,
+    WHERE_TO_GET,
+    existing_path,
+    file_source,
+    safetensors_folder,
+    single_safetensors,
+)
 from .config import PRESETS, ToraConfig
 from .errors import CheckpointError, ConfigError
+from .tensor_sources import (
+    CombinedSource,
+    MappingSource,
+    PrefixedSource,
+    SafetensorsFile,
+    SafetensorsSource,
+    TensorSource,
+)
 
 if TYPE_CHECKING:
     from .transformer import ToraTransformer
 
 log = logging.getLogger(__name__)
-
-SAT_FILE = "mp_rank_00_model_states.pt"
-DIFFUSERS_FILE = "diffusion_pytorch_model.safetensors"
-DIFFUSERS_INDEX = "diffusion_pytorch_model.safetensors.index.json"
-WHERE_TO_GET = (
-    "Tora weights: Hugging Face 'Alibaba-Research-Intelligence-Computing/Tora' (SAT: tora/t2v|i2v/"
-    f"{SAT_FILE}) or 'Alibaba-Research-Intelligence-Computing/Tora_T2V_diffusers' (transformer/ folder)"
-)
-
-_SAFETENSORS_DTYPES = {
-    "F64": torch.float64,
-    "F32": torch.float32,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "F8_E4M3": torch.float8_e4m3fn,
-    "F8_E5M2": torch.float8_e5m2,
-    "I64": torch.int64,
-    "I32": torch.int32,
-    "I16": torch.int16,
-    "I8": torch.int8,
-    "U8": torch.uint8,
-    "BOOL": torch.bool,
-}
-_MAX_HEADER_BYTES = 100 * 2**20
-_ZIP_MAGIC = b"PK\x03\x04"
-_MADV_DONTNEED = 4  # Linux value
-_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None  # symbols of libc
-if _LIBC is not None:
-    _LIBC.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-_PICKLE_PROTO = b"\x80"
-
-
-# --- tensor sources: keys, shapes, and reading (parts of) one tensor ---------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Entry:
-    dtype: torch.dtype
-    shape: tuple[int, ...]
-    start: int  # absolute byte offset in the file
-    stop: int
-
-
-class SafetensorsFile:
-    """One `.safetensors` file: header parsed and validated up front, tensors read on demand with plain reads."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self.entries = self._read_header()
-
-    def _fail(self, what: str) -> CheckpointError:
-        return CheckpointError(
-            f"{self.path} is not a readable safetensors file: {what}. Re-download it (the file may be cut short "
-            "or be something else renamed to .safetensors)."
-        )
-
-    def _read_header(self) -> dict[str, _Entry]:
-        size = self.path.stat().st_size
-        with open(self.path, "rb") as f:
-            head = f.read(8)
-            if len(head) < 8:
-                raise self._fail(f"only {size} bytes long")
-            (length,) = struct.unpack("<Q", head)
-            if length > _MAX_HEADER_BYTES or 8 + length > size:
-                raise self._fail(f"header length field says {length} bytes but the file has {size}")
-            try:
-                header = json.loads(f.read(length))
-            except (UnicodeDecodeError, json.JSONDecodeError) as err:
-                raise self._fail(f"header is not JSON ({err})") from None
-        if not isinstance(header, dict):
-            raise self._fail("header is not a JSON object")
-        header.pop("__metadata__", None)
-        entries = {name: self._entry(name, info, 8 + length) for name, info in header.items()}
-        end = max((e.stop for e in entries.values()), default=8 + length)
-        if end > size:
-            raise self._fail(f"truncated — tensors need {end} bytes, the file has {size}")
-        return entries
-
-    def _entry(self, name: str, info: object, base: int) -> _Entry:
-        try:
-            dtype = _SAFETENSORS_DTYPES[info["dtype"]]
-            shape = tuple(int(n) for n in info["shape"])
-            start, stop = (base + int(n) for n in info["data_offsets"])
-        except (KeyError, TypeError, ValueError):
-            raise self._fail(f"bad header entry for {name!r}: {info!r}") from None
-        if stop - start != math.prod(shape) * dtype.itemsize:
-            raise self._fail(f"tensor {name!r} has {stop - start} bytes for shape {list(shape)} {dtype}")
-        return _Entry(dtype, shape, start, stop)
-
-    def read(self, name: str, rows: list[tuple[int, int]] | None = None) -> torch.Tensor:
-        """The tensor `name`, or the concatenation of its dim-0 row ranges `rows`, in a fresh buffer."""
-        entry = self.entries[name]
-        if rows is None or not entry.shape:
-            rows = [(0, entry.shape[0] if entry.shape else 1)]
-        row_bytes = (
-            (entry.stop - entry.start) // max(entry.shape[0], 1) if entry.shape else entry.stop - entry.start
-        )
-        total = sum(stop - start for start, stop in rows)
-        buffer = torch.empty(total * row_bytes, dtype=torch.uint8)
-        view = memoryview(buffer.numpy())
-        done = 0
-        with open(self.path, "rb") as f:
-            for start, stop in rows:
-                f.seek(entry.start + start * row_bytes)
-                want = (stop - start) * row_bytes
-                if f.readinto(view[done : done + want]) != want:
-                    raise self._fail(f"tensor {name!r} ends early")
-                done += want
-        out_shape = (total, *entry.shape[1:]) if entry.shape else ()
-        return buffer.view(entry.dtype).reshape(out_shape)
-
-
-class TensorSource:
-    """Named tensors: `keys`, `meta` (shape + dtype, nothing read) and `read` (a fresh tensor, optionally only
-    some dim-0 row ranges of it, never a view of the caller's dict or of a mapped file)."""
-
-    def keys(self) -> list[str]:
-        raise NotImplementedError
-
-    def meta(self, name: str) -> torch.Tensor:
-        raise NotImplementedError
-
-    def read(self, name: str, rows: list[tuple[int, int]] | None = None) -> torch.Tensor:
-        raise NotImplementedError
-
-
-class SafetensorsSource(TensorSource):
-    """One or more safetensors files (diffusers shards) seen as one set of names."""
-
-    def __init__(self, files: Sequence[SafetensorsFile]) -> None:
-        self._files = {name: file for file in files for name in file.entries}
-
-    def keys(self) -> list[str]:
-        return list(self._files)
-
-    def meta(self, name: str) -> torch.Tensor:
-        entry = self._files[name].entries[name]
-        return torch.empty(entry.shape, dtype=entry.dtype, device="meta")
-
-    def read(self, name: str, rows: list[tuple[int, int]] | None = None) -> torch.Tensor:
-        return self._files[name].read(name, rows)
-
-
-class MappingSource(TensorSource):
-    """Tensors already in a mapping: a state dict passed in, or a memory-mapped pickle (`mapped=True`)."""
-
-    def __init__(self, tensors: Mapping[str, torch.Tensor], mapped: bool = False) -> None:
-        self._tensors, self._mapped = tensors, mapped
-
-    def keys(self) -> list[str]:
-        return list(self._tensors)
-
-    def meta(self, name: str) -> torch.Tensor:
-        tensor = self._tensors[name]
-        return torch.empty(tensor.shape, dtype=tensor.dtype, device="meta")
-
-    def read(self, name: str, rows: list[tuple[int, int]] | None = None) -> torch.Tensor:
-        tensor = self._tensors[name]
-        if rows is None or tensor.dim() == 0:
-            out = tensor.clone(memory_format=torch.contiguous_format)
-        else:
-            out = torch.cat([tensor[start:stop] for start, stop in rows], dim=0)
-        if self._mapped:
-            _forget_mapped_pages(tensor)
-        return out
-
-
-class PrefixedSource(TensorSource):
-    """Names relative to `prefix` of another source (SAT DiT keys are planned without `model.diffusion_model.`)."""
-
-    def __init__(self, inner: TensorSource, prefix: str) -> None:
-        self._inner, self._prefix = inner, prefix
-
-    def keys(self) -> list[str]:
-        return keymaps.strip_prefix(self._inner.keys(), self._prefix)
-
-    def meta(self, name: str) -> torch.Tensor:
-        return self._inner.meta(self._prefix + name)
-
-    def read(self, name: str, rows: list[tuple[int, int]] | None = None) -> torch.Tensor:
-        return self._inner.read(self._prefix + name, rows)
-
-
-class CombinedSource(TensorSource):
-    """Several sources with disjoint names (kijai: base transformer + fuser file + extractor file)."""
-
-    def __init__(self, *sources: TensorSource) -> None:
-        self._owner: dict[str, TensorSource] = {}
-        for source in sources:
-            for key in source.keys():
-                if key in self._owner:
-                    raise CheckpointError(f"tensor {key!r} appears in two of the combined checkpoint files")
-                self._owner[key] = source
-
-    def keys(self) -> list[str]:
-        return list(self._owner)
-
-    def meta(self, name: str) -> torch.Tensor:
-        return self._owner[name].meta(name)
-
-    def read(self, name: str, rows: list[tuple[int, int]] | None = None) -> torch.Tensor:
-        return self._owner[name].read(name, rows)
-
-
-def _forget_mapped_pages(tensor: torch.Tensor) -> None:
-    """Tell Linux the file pages behind a memory-mapped tensor are no longer needed once it has been copied.
-
-    Pages of a private read-only file mapping are re-read from the file if touched again, so this only stops the
-    copied checkpoint from counting twice in the process's resident memory. Never used on anonymous memory.
-    """
-    if _LIBC is None:
-        return
-    storage = tensor.untyped_storage()
-    page = mmap.PAGESIZE
-    start = storage.data_ptr() // page * page
-    stop = -(-(storage.data_ptr() + storage.nbytes()) // page) * page
-    _LIBC.madvise(ctypes.c_void_p(start), ctypes.c_size_t(stop - start), _MADV_DONTNEED)
-
-
-class _LazyStateDict(Mapping):
-    """Read-only mapping that reads a tensor from disk each time it is looked up."""
-
-    def __init__(self, source: TensorSource) -> None:
-        self._source = source
-        self._keys = dict.fromkeys(source.keys())
-
-    def __getitem__(self, key: str) -> torch.Tensor:
-        if key not in self._keys:
-            raise KeyError(key)
-        return self._source.read(key)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._keys)
-
-    def __len__(self) -> int:
-        return len(self._keys)
-
-
-# --- files -> sources ---------------------------------------------------------------------------------------------
-
-
-def _sniff(path: Path) -> str:
-    with open(path, "rb") as f:
-        head = f.read(64)
-    if head.startswith(_ZIP_MAGIC):
-        return "torch"
-    if head.startswith(_PICKLE_PROTO):
-        return "torch-legacy"
-    if len(head) > 8 and head[8:9] == b"{":
-        return "safetensors"
-    hint = ""
-    if head.startswith(b"version https://git-lfs"):
-        hint = " It is a Git LFS pointer: the real weights were never downloaded (run `git lfs pull` there)."
-    raise CheckpointError(
-        f"{path} is not a model checkpoint: expected a .safetensors file or a torch .pt/.pth/.bin file, but it "
-        f"starts with {head[:40]!r}.{hint} Check that the path points at the downloaded weights. {WHERE_TO_GET}."
-    )
-
-
-def _torch_load(path: Path, kind: str) -> Mapping[str, torch.Tensor]:
-    try:
-        # mmap only for the zip format; old-style pickles cannot be mapped and are read whole.
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=kind == "torch")
-    except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError, OSError) as err:
-        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-        if refused or "weights_only" in str(err).lower():
-            found = f" (found {refused.group(1)})" if refused else ""
-            raise CheckpointError(
-                f"{path} contains pickled Python objects other than tensors{found}, so it was NOT opened: loading it "
-                "would run code from the file. Use the official weights, or re-save this file as a plain state dict "
-                "or as safetensors."
-            ) from None
-        raise CheckpointError(
-            f"{path} could not be read as a torch checkpoint ({err}). The file may be truncated or corrupt; "
-            "re-download it."
-        ) from None
-    return _unwrap(obj, path)
-
-
-def _unwrap(obj: object, path: Path) -> Mapping[str, torch.Tensor]:
-    """DeepSpeed/SAT files hold {'module': sd}, the SAT VAE {'state_dict': sd}; plain files are the sd itself."""
-    if isinstance(obj, Mapping):
-        for wrapper in ("module", "state_dict"):
-            if isinstance(obj.get(wrapper), Mapping):
-                obj = obj[wrapper]
-                break
-        tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-        if tensors:
-            return tensors
-    raise CheckpointError(
-        f"{path} holds no tensors (found {type(obj).__name__}); expected a state dict, or a dict with a "
-        "'module' or 'state_dict' entry."
-    )
-
-
-def _safetensors_folder(folder: Path) -> list[SafetensorsFile] | None:
-    """Files of a diffusers component folder (index json + shards, or one file), or None if neither is there."""
-    index = folder / DIFFUSERS_INDEX
-    if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise CheckpointError(
-                f"{index} is not a valid safetensors index ({err}); re-download it"
-            ) from None
-        names = sorted(set(weight_map.values()))
-        missing = [n for n in names if not (folder / n).is_file()]
-        if missing:
-            raise CheckpointError(
-                f"{index} lists {len(names)} shards but {len(missing)} are missing from {folder}: {missing[:4]}. "
-                "Download every shard of the transformer folder."
-            )
-        return [SafetensorsFile(folder / n) for n in names]
-    if (folder / DIFFUSERS_FILE).is_file():
-        return [SafetensorsFile(folder / DIFFUSERS_FILE)]
-    return None
-
-
-def _file_source(path: Path) -> tuple[TensorSource, str]:
-    """(source, container description) of one weights file, by content rather than by extension."""
-    kind = _sniff(path)
-    if kind == "safetensors":
-        return SafetensorsSource([SafetensorsFile(path)]), "safetensors file"
-    if kind == "torch":
-        return MappingSource(_torch_load(path, kind), mapped=True), "torch pickle (weights_only, mmap)"
-    return MappingSource(_torch_load(path, kind)), "legacy torch pickle (weights_only, read whole)"
-
-
-def _single_safetensors(folder: Path) -> list[SafetensorsFile]:
-    files = sorted(folder.glob("*.safetensors"))
-    if len(files) != 1:
-        raise CheckpointError(
-            f"expected exactly one .safetensors file in {folder}, found {[f.name for f in files] or 'none'}"
-        )
-    return [SafetensorsFile(files[0])]
-
-
-def read_state_dict(path: str | Path) -> Mapping[str, torch.Tensor]:
-    """Raw tensors of a checkpoint file or diffusers component folder, names as stored (SAT wrappers removed).
-
-    Safetensors are read lazily (each lookup reads that tensor); pickles are memory-mapped.
-    """
-    path = _existing(Path(path))
-    if path.is_dir():
-        files = _safetensors_folder(path)
-        if files is None:
-            raise CheckpointError(
-                f"{path} is a folder without {DIFFUSERS_INDEX} or {DIFFUSERS_FILE}; point at the weights file itself"
-            )
-        return _LazyStateDict(SafetensorsSource(files))
-    kind = _sniff(path)
-    if kind == "safetensors":
-        return _LazyStateDict(SafetensorsSource([SafetensorsFile(path)]))
-    return _torch_load(path, kind)
-
-
-def sub_state_dict(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    """Tensors under `prefix`, prefix removed — e.g. `keymaps.SAT_VAE_PREFIX` / `SAT_T5_PREFIX` of a SAT file."""
-    return {k[len(prefix) :]: state_dict[k] for k in state_dict if k.startswith(prefix)}
-
-
-def _existing(path: Path) -> Path:
-    if not path.exists():
-        raise CheckpointError(
-            f"checkpoint not found: looked for {path.resolve()} (no such file or folder). Put the weights there "
-            f"or pass the right path. {WHERE_TO_GET}."
-        )
-    return path
 
 
 # --- layouts -> (source, key plan) --------------------------------------------------------------------------------
@@ -462,8 +104,8 @@ def _checkpoint_from_source(source: TensorSource, location: str, container: str)
 
 
 def _kijai_checkpoint(base: Checkpoint, motion_folder: Path) -> Checkpoint:
-    fuser = _single_safetensors(motion_folder / "fuser")
-    extractor = _single_safetensors(motion_folder / "traj_extractor")
+    fuser = single_safetensors(motion_folder / "fuser")
+    extractor = single_safetensors(motion_folder / "traj_extractor")
     if any(k.startswith((keymaps.FUSER_PREFIX, keymaps.EXTRACTOR_PREFIX)) for k in base.plan.rules):
         raise CheckpointError(
             f"{base.location} already contains Tora modules; do not combine it with the split files in {motion_folder}"
@@ -480,7 +122,7 @@ def _kijai_checkpoint(base: Checkpoint, motion_folder: Path) -> Checkpoint:
 
 
 def _diffusers_checkpoint(folder: Path) -> Checkpoint | None:
-    files = _safetensors_folder(folder)
+    files = safetensors_folder(folder)
     if files is None:
         return None
     container = f"{len(files)} safetensors shard(s)" if len(files) > 1 else "single safetensors"
@@ -524,7 +166,7 @@ def _st_dit_checkpoint(path: Path) -> Checkpoint:
 def _file_checkpoint(path: Path) -> Checkpoint:
     if is_st_dit_file(path):
         return _st_dit_checkpoint(path)
-    source, container = _file_source(path)
+    source, container = file_source(path)
     return _checkpoint_from_source(source, str(path), container)
 
 
@@ -535,7 +177,7 @@ def inspect_checkpoint(
     if isinstance(source, Mapping):
         checkpoint = _checkpoint_from_source(MappingSource(source), "state dict", "passed in memory")
     else:
-        path = _existing(Path(source))
+        path = existing_path(Path(source))
         checkpoint = _folder_checkpoint(path) if path.is_dir() else _file_checkpoint(path)
     if motion_source is not None:
         if checkpoint.config is not None:
@@ -544,7 +186,7 @@ def inspect_checkpoint(
                 f"traj_extractor/ files in {motion_source} only go with a CogVideoX-5B transformer. Leave "
                 "motion_modules at '(inside model)'."
             )
-        checkpoint = _kijai_checkpoint(checkpoint, _existing(Path(motion_source)))
+        checkpoint = _kijai_checkpoint(checkpoint, existing_path(Path(motion_source)))
     return checkpoint
 
 

@@ -28,7 +28,7 @@ import transformers
 from torch import nn
 from transformers import AutoTokenizer, T5Config, T5EncoderModel
 
-from .checkpoints import read_state_dict
+from .checkpoint_files import read_state_dict
 from .errors import CheckpointError, ConfigError
 from .keymaps import SAT_T5_PREFIX
 
