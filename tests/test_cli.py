@@ -15,13 +15,13 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tora_model.cli import (
+from tora_model.cli import main
+from tora_model.cli_output import to_uint8
+from tora_model.demo_models import (
     DEMO_PROMPT,
     build_demo_models,
     demo_trajectory,
-    main,
     save_demo_models,
-    to_uint8,
     write_demo_t5,
 )
 from tora_model.motion_guidance import motion_from_trajectory

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from tora_model.cli import build_demo_models, demo_trajectory
 from tora_model.config import ToraConfig
+from tora_model.demo_models import build_demo_models, demo_trajectory
 from tora_model.errors import ConfigError
 from tora_model.flow import flow_to_rgb, render_flow
 from tora_model.motion_guidance import (

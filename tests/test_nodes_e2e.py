@@ -76,8 +76,8 @@ def write_tiny_models(root) -> None:
         "latent_channels": vae_config.latent_channels,
     }
     (vae_dir / "config.json").write_text(json.dumps(diffusers_config))
-    cli = importlib.import_module(f"{pack.__name__}.tora_model.cli")
-    cli.write_demo_t5(root / "text_encoders" / "tiny_t5", TEXT_DIM, seed=4)
+    demo_models = importlib.import_module(f"{pack.__name__}.tora_model.demo_models")
+    demo_models.write_demo_t5(root / "text_encoders" / "tiny_t5", TEXT_DIM, seed=4)
 
 
 def write_start_image(path, width: int, height: int) -> None:

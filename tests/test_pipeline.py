@@ -15,8 +15,8 @@ import pytest
 import torch
 from torch import nn
 
-from tora_model.cli import build_demo_models, demo_trajectory
 from tora_model.config import ToraConfig
+from tora_model.demo_models import build_demo_models, demo_trajectory
 from tora_model.errors import ConfigError, GenerationInterrupted
 from tora_model.motion_guidance import motion_from_trajectory
 from tora_model.pipeline import (

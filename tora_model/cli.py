@@ -1,18 +1,18 @@
 """Command line: `python -m tora_model generate …` (real weights) and `python -m tora_model demo` (the tiny Tora).
 
 Source: `tora_spec.md` §6.1 (the official SAT inference: 50 steps, CFG 6 with the dynamic schedule, all-zero
-unconditional text, 720×480, 49 frames, 8 fps; output frames rounded as ·255 + 0.5) and design.md "Outside ComfyUI".
-Nothing downloads: every model file is an explicit path, and a missing one names the flag, the path and where to get
-the file. Videos need the optional packages imageio + imageio-ffmpeg (.mp4) or imageio alone (.gif); PNG frames
-(`--frames-dir`) always work through OpenCV.
+unconditional text, 720×480, 49 frames, 8 fps) and design.md "Outside ComfyUI". Nothing downloads: every model file
+is an explicit path, and a missing one names the flag, the path and where to get the file. Flags that would have no
+effect, and outputs that cannot be written, are refused before any file is read. Frames and videos are written by
+`cli_output.py`; the tiny random demo models are built by `demo_models.py`, the trained ones loaded by
+`demo_trained.py`.
 
-Layouts: frames float32 [F, H, W, 3] in [0, 1] from the pipeline → uint8 [F, H, W, 3] RGB on disk.
+Layouts: start image float32 RGB [H, W, 3] in [0, 1]; prompt embeddings [1, L, D]; frames as in `cli_output.py`.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import logging
 import tempfile
 import time
@@ -23,14 +23,12 @@ import cv2
 import numpy as np
 import torch
 
-from .config import ToraConfig
+from .cli_output import check_video_writer, to_uint8, write_outputs, write_preview
+from .demo_models import build_demo_models, demo_trajectory, encode_demo_prompt, save_demo_models
 from .errors import CheckpointError, ConfigError, ToraError, TrajectoryFormatError
 from .motion_guidance import motion_from_trajectory
 from .pipeline import check_generation_size, decode_latents, encode_image_latents, sample_latents
-from .trajectory import Track, Trajectory, load_official_txt, load_trajectory_file
-from .transformer import build_transformer
-from .vae import CogVideoXVAE, VAEConfig
-from .vae_loading import save_vae
+from .trajectory import load_official_txt, load_trajectory_file
 
 log = logging.getLogger("tora_model")
 
@@ -48,59 +46,6 @@ T5_SOURCE = (
 )
 EMBEDS_SOURCE = "write one with safetensors.torch.save_file({'prompt_embeds': t5_embeddings}, path), or encode with --t5 instead"
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-
-
-def to_uint8(frames: torch.Tensor) -> np.ndarray:
-    """Frames [F, H, W, 3] in [0, 1] → uint8, rounded like the official writer (·255 + 0.5, then truncated)."""
-    return (frames.float() * 255.0 + 0.5).clamp(0, 255).to(torch.uint8).cpu().numpy()
-
-
-def write_frames(frames: np.ndarray, folder: Path, prefix: str = "frame") -> list[Path]:
-    """uint8 RGB frames [F, H, W, 3] → folder/prefix_0000.png, … (OpenCV; no optional packages)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, frame in enumerate(frames):
-        path = folder / f"{prefix}_{i:04d}.png"
-        if not cv2.imwrite(str(path), np.ascontiguousarray(frame[..., ::-1])):  # OpenCV writes BGR
-            raise ConfigError(f"could not write {path}; check that the folder is writable")
-        paths.append(path)
-    return paths
-
-
-def missing_video_packages(suffix: str) -> list[str]:
-    """Optional packages a .mp4 (imageio + imageio-ffmpeg) or .gif (imageio) writer needs and does not find."""
-    needed = ["imageio", "imageio_ffmpeg"] if suffix == ".mp4" else ["imageio"]
-    return [name.replace("_", "-") for name in needed if importlib.util.find_spec(name) is None]
-
-
-def check_video_writer(path: Path) -> None:
-    """Refuse, before any work, a video path this installation cannot write, and say what to do instead."""
-    suffix = path.suffix.lower()
-    if suffix not in (".mp4", ".gif"):
-        raise ConfigError(
-            f"--out {path}: expected a .mp4 or .gif file name (or use --frames-dir DIR for PNG frames)"
-        )
-    missing = missing_video_packages(suffix)
-    if missing:
-        raise ConfigError(
-            f"--out {path}: writing {suffix} files needs the optional package(s) {', '.join(missing)}, which are not "
-            f"installed. Install them (pip install {' '.join(missing)}) or pass --frames-dir DIR to write PNG frames "
-            "instead."
-        )
-
-
-def write_video(frames: np.ndarray, path: Path, fps: int) -> None:
-    """uint8 RGB frames [F, H, W, 3] → .mp4 (H.264 via imageio-ffmpeg) or .gif (imageio)."""
-    import imageio.v2 as imageio  # optional dependency, checked by check_video_writer
-
-    check_video_writer(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix.lower() == ".gif":
-        imageio.mimsave(path, list(frames), duration=1000 / fps, loop=0)
-        return
-    with imageio.get_writer(path, fps=fps, codec="libx264", quality=8, macro_block_size=1) as writer:
-        for frame in frames:
-            writer.append_data(frame)
 
 
 def require_path(flag: str, path: Path, what: str, source: str) -> Path:
@@ -167,16 +112,6 @@ def _sampling_settings(args: argparse.Namespace) -> dict:
     """The `sample_latents` keywords that come straight from the command line."""
     names = ("width", "height", "num_frames", "steps", "cfg", "dynamic_cfg", "sampler")
     return {name: getattr(args, name) for name in names}
-
-
-def _write_outputs(frames: torch.Tensor, out: Path | None, frames_dir: Path | None, fps: int) -> None:
-    pixels = to_uint8(frames)  # [F, H, W, 3]
-    if frames_dir is not None:
-        write_frames(pixels, frames_dir)
-        log.info("wrote %d PNG frames to %s", len(pixels), frames_dir)
-    if out is not None:
-        write_video(pixels, out, fps)
-        log.info("wrote %s (%d frames, %d fps)", out, len(pixels), fps)
 
 
 # ---------------------------------------------------------------------------------------------------- generate
@@ -302,99 +237,10 @@ def run_generate(args: argparse.Namespace) -> None:
         progress=_step_logger(),
         **_sampling_settings(args),
     )
-    _write_outputs(decode_latents(vae, latents, tiling=tiling), args.out, args.frames_dir, args.fps)
+    write_outputs(decode_latents(vae, latents, tiling=tiling), args.out, args.frames_dir, args.fps)
 
 
 # ---------------------------------------------------------------------------------------------------- demo
-
-
-def build_demo_models(seed: int = 0, i2v: bool = False) -> tuple[torch.nn.Module, CogVideoXVAE]:
-    """Tiny transformer (`tiny` / `tiny_i2v` preset) and tiny VAE with seeded random weights, CPU float32.
-
-    The fusers' temporal convs are zero at initialisation (the fuser is the identity until trained); they get small
-    random values here so the trajectory actually changes the output. The global RNG is left as it was.
-    """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = build_transformer(ToraConfig.preset("tiny_i2v" if i2v else "tiny"))
-        for fuser in model.fuser:
-            for conv in (fuser.flow_gamma_temporal, fuser.flow_beta_temporal):
-                torch.nn.init.normal_(conv.weight, std=0.05)
-        vae = CogVideoXVAE(VAEConfig.preset("tiny")).eval()
-    return model, vae
-
-
-def demo_trajectory() -> Trajectory:
-    """Two tracks on the official 256×256 canvas: a smooth S-curve and a short straight push."""
-    return Trajectory(
-        256,
-        256,
-        (
-            Track(points=((40.0, 70.0), (110.0, 40.0), (150.0, 130.0), (220.0, 190.0))),
-            Track(points=((60.0, 210.0), (130.0, 170.0)), interpolation="linear"),
-        ),
-    )
-
-
-def save_demo_models(model: torch.nn.Module, vae: CogVideoXVAE, folder: Path) -> tuple[Path, Path]:
-    """Write the tiny models as a canonical transformer .safetensors and a diffusers-style vae/ folder."""
-    from safetensors.torch import save_file
-
-    transformer_path = folder / "transformer.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, transformer_path)
-    vae_folder = folder / "vae"
-    save_vae(vae, vae_folder)
-    return transformer_path, vae_folder
-
-
-DEMO_PROMPT = "a red ball rolls along a curved path on the grass"
-
-
-def write_demo_t5(folder: Path, text_dim: int, seed: int) -> Path:
-    """A tiny random T5 encoder (width text_dim) plus a word-level T5 tokenizer for DEMO_PROMPT, saved to folder.
-
-    Both are built locally from a config and a vocabulary list; nothing is downloaded.
-    """
-    from transformers import T5EncoderModel, T5Tokenizer
-    from transformers.utils import logging as transformers_logging
-
-    from .text import tiny_t5_config
-
-    transformers_logging.disable_progress_bar()  # a CLI process: bars for a 20 kB model are only noise
-    words = sorted(set(DEMO_PROMPT.split()))
-    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)] + [(f"▁{w}", -3.0) for w in words]
-    t5_config = tiny_t5_config(len(vocab), text_dim)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        T5EncoderModel(t5_config).save_pretrained(folder)
-    T5Tokenizer(vocab=vocab, extra_ids=0).save_pretrained(folder)
-    return folder
-
-
-def _demo_text(config: ToraConfig, folder: Path, seed: int) -> torch.Tensor:
-    """DEMO_PROMPT → [1, max_text_len, text_dim] through the real text path (T5TextEncoder) with a tiny random T5."""
-    from .text import T5TextEncoder, encode_prompt
-
-    encoder = T5TextEncoder.load(
-        write_demo_t5(folder, config.text_dim, seed), dtype=torch.float32, max_length=config.max_text_len
-    )
-    cond, _ = encode_prompt(encoder, DEMO_PROMPT)
-    log.info("text: %r encoded by a tiny random T5 (built locally) → %s", DEMO_PROMPT, tuple(cond.shape))
-    return cond
-
-
-def _write_preview(pixels: np.ndarray, out: Path, name: str, fps: int) -> None:
-    """PNG frames always; a video too when the optional writer is installed (.mp4, else .gif)."""
-    write_frames(pixels, out / name, prefix=name)
-    log.info("wrote %d PNG frames to %s", len(pixels), out / name)
-    for suffix in (".mp4", ".gif"):
-        missing = missing_video_packages(suffix)
-        if missing:
-            log.info("no %s%s: optional package(s) %s not installed", name, suffix, ", ".join(missing))
-            continue
-        write_video(pixels, out / f"{name}{suffix}", fps)
-        log.info("wrote %s", out / f"{name}{suffix}")
-        return
 
 
 def run_demo(args: argparse.Namespace) -> None:
@@ -408,7 +254,7 @@ def run_demo(args: argparse.Namespace) -> None:
     if args.weights == "trained":
         from .demo_trained import run_trained_demo
 
-        run_trained_demo(args, _write_preview)
+        run_trained_demo(args, write_preview)
         return
     log.warning("DEMO: tiny models with RANDOM weights — the output is noise, not a real video")
     with tempfile.TemporaryDirectory(prefix="tora_demo_") as tmp:
@@ -416,10 +262,10 @@ def run_demo(args: argparse.Namespace) -> None:
         log.info("tiny random models written to %s and loaded back", tmp)
         model = load_transformer(paths[0])
         vae = load_vae(paths[1])
-        cond = _demo_text(model.config, Path(tmp) / "t5", args.seed)
+        cond = encode_demo_prompt(model.config, Path(tmp) / "t5", args.seed)
     generator = torch.Generator("cpu").manual_seed(args.seed)
     motion, flow_rgb = motion_from_trajectory(model, vae, demo_trajectory(), generator=generator, **size)
-    _write_preview(flow_rgb, out, "flow", args.fps)
+    write_preview(flow_rgb, out, "flow", args.fps)
     latents = sample_latents(
         model,
         text_embeds=cond,
@@ -428,7 +274,7 @@ def run_demo(args: argparse.Namespace) -> None:
         progress=_step_logger(),
         **_sampling_settings(args),
     )
-    _write_preview(to_uint8(decode_latents(vae, latents)), out, "video", args.fps)
+    write_preview(to_uint8(decode_latents(vae, latents)), out, "video", args.fps)
     log.warning("DEMO finished: outputs in %s — random weights, so the video is noise by design", out)
 
 
