@@ -84,9 +84,9 @@ def test_saved_file_loads_through_load_transformer_and_runs_the_pipeline(tmp_pat
         cfg=1.0,
         dynamic_cfg=False,
         seed=0,
-        image_latents=torch.zeros(1, 5, 16, 8, 12),
+        image_latents=torch.zeros(1, 5, 16, 16, 24),
     )
-    assert out.shape == (1, 5, 16, 8, 12) and torch.isfinite(out).all()
+    assert out.shape == (1, 5, 16, 16, 24) and torch.isfinite(out).all()  # 96×64 on the ×4 VAE's latent grid
 
 
 def test_inspect_checkpoint_reads_the_header_config_and_refuses_split_motion_modules(tmp_path):

@@ -182,11 +182,13 @@ PRESETS: dict[str, ToraConfig] = {
     "tiny": _TINY,
     "tiny_i2v": _TINY.replace(in_channels=32, has_learned_pos_embed=True),
     # The paper's spatial-temporal DiT at a CPU-trainable size (tora_model.st_dit; weights from tora_model.train):
-    # 4 spatial + 4 temporal blocks of width 128, I2V, a 16-wide null text context.
+    # 4 spatial + 4 temporal blocks of width 128 (a 2×2 patch of [noisy, image] latents is 128 values: a narrower
+    # width could not carry both, and a width-64 model did not even copy the start frame), I2V, a 16-wide null text
+    # context, on the ×4 tiny VAE (96×64 pixels → 24×16 latents → 12×8 tokens per frame).
     "tiny_st": ToraConfig(
         backbone="st_dit",
         num_layers=8,
-        num_heads=2,
+        num_heads=4,
         head_dim=32,
         in_channels=32,
         text_dim=16,
@@ -195,7 +197,8 @@ PRESETS: dict[str, ToraConfig] = {
         motion_channels=32,
         extractor_blocks_per_stage=1,
         sample_frames=17,
-        sample_height=8,
-        sample_width=12,
+        sample_height=16,
+        sample_width=24,
+        vae_spatial_compression=4,
     ),
 }

@@ -1,20 +1,24 @@
-"""Train the tiny Tora on synthetic clips: `python -m tora_model.train vae|denoiser|all --seed 0 --minutes 10`.
+"""Train the tiny Tora on synthetic clips: `python -m tora_model.train vae|decoder|denoiser|all --seed 0`.
 
 Source: issue 7; Tora paper §4 (training: the trajectory extractor, fusers and DiT learn from flow videos encoded by
 the ordinary VAE, image-to-video conditioning by the first frame); CogVideoX recipe for the denoiser (v-prediction,
-zero-terminal-SNR scaled-linear schedule, `tora_model.schedule`). CPU-sized:
+zero-terminal-SNR scaled-linear schedule, `tora_model.schedule`). CPU-sized, three stages:
 
-1. `vae`: the project's CogVideoX causal VAE at `VAE_CONFIG`, reconstruction (L1 weighted on saturated pixels + MSE) + a small KL, on random
-   9-frame 32×48 crops (around the objects) of clips and of their flow videos (the same network encodes both at inference).
-2. `denoiser`: the `tiny_st` spatial-temporal DiT with extractor and fusers. Per dataset the clip latents, the
+1. `vae`: the project's CogVideoX causal VAE at `VAE_CONFIG` (×4 in space, ×4 in time), reconstruction (L1 weighted
+   on saturated pixels + MSE) + a small KL, on random 9-frame 32×48 crops (around the objects) of clips and of their
+   flow videos (the same network encodes both at inference).
+2. `decoder`: the decoder alone (encoder, hence latents, fixed) with a cosine learning rate and noise-augmented
+   latents, so it draws clean objects from sampled latents.
+3. `denoiser`: the `tiny_st` spatial-temporal DiT with extractor and fusers. Per dataset the clip latents, the
    first-frame latents (frame 0 encoded alone, as `pipeline.encode_image_latents` does) and the flow-video latents
    (`Clip.flow_video`, the inference rendering) are encoded once; each step draws posterior samples (× 0.7), a
    timestep uniform in 0..999 and noise, and regresses v. Motion features are zeroed for 10 % of the samples so
    the same weights also run without a trajectory. `--resume` continues a denoiser from the weights in `--out`.
 
-Deterministic for a seed on one thread (`torch.set_num_threads(1)`, which is also the fastest on a shared CPU).
-Weights go to `models/tiny_tora/`: `transformer.safetensors` (st_dit header, `checkpoints.load_transformer`) and
-`vae/` (a diffusers-style folder, `vae_loading.load_vae`).
+Deterministic for a seed on one thread (`torch.set_num_threads(1)`, which is also the fastest on a shared CPU); the
+step counts follow the wall budgets unless `--steps` fixes them. Weights go to `models/tiny_tora/`:
+`transformer.safetensors` (st_dit header, `checkpoints.load_transformer`) and `vae/` (a diffusers-style folder,
+`vae_loading.load_vae`).
 """
 
 from __future__ import annotations
@@ -34,18 +38,21 @@ from einops import rearrange
 from .config import ToraConfig
 from .flow import flow_video_to_vae_input
 from .schedule import full_sqrt_alphas_cumprod
-from .st_dit import STDiTTransformer, save_st_transformer
+from .st_dit import STDiTTransformer, load_st_transformer, save_st_transformer
 from .synthetic import make_clips
 from .vae import SCALE, CogVideoXVAE, DiagonalGaussian, VAEConfig, chunk_bounds
-from .vae_loading import save_vae
+from .vae_loading import load_vae, save_vae
 
 log = logging.getLogger(__name__)
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "models" / "tiny_tora"
-VAE_CONFIG = VAEConfig(channels=8, channel_mult=(1, 1, 2, 2), layers_per_block=1, norm_groups=4)
+# ×4 in space (not CogVideoX's ×8): at 96×64 a ×8 latent cell is as large as the objects, and a VAE this small then
+# loses them in generated frames (measured with the ×8 config of the first release: 12.6 px mean error).
+VAE_CONFIG = VAEConfig(channels=16, channel_mult=(1, 1, 2), layers_per_block=1, norm_groups=4)
 PRESET = "tiny_st"
 KL_WEIGHT = 5e-4
 MOTION_DROP = 0.1
+DECODER_NOISE = 0.1  # decoder stage: latents get up to this × their std of extra noise (robust to sampled latents)
 
 
 def clip_pixels(frames: np.ndarray) -> torch.Tensor:
@@ -61,12 +68,9 @@ def _running(start: float, budget_s: float, step: int, steps: int | None) -> boo
     return step < steps if steps is not None else time.monotonic() - start < budget_s
 
 
-def vae_forward(
-    vae: CogVideoXVAE, video: torch.Tensor, generator: torch.Generator, train_encoder: bool = True
-) -> tuple[torch.Tensor, ...]:
+def vae_forward(vae: CogVideoXVAE, video: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
     """Training pass: one-pass encode (as at inference), posterior sample, chunked decode (inference schedule)."""
-    with torch.set_grad_enabled(train_encoder):
-        moments, _ = vae.encode_chunk(video)  # [B, 32, T, h, w]
+    moments, _ = vae.encode_chunk(video)  # [B, 32, T, h, w]
     posterior = DiagonalGaussian.from_moments(moments)
     z = posterior.sample(generator)  # [B, 16, T, h, w]
     cache, outs = None, []
@@ -102,6 +106,13 @@ def vae_loss(recon: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
     return (weight * (recon - video).abs()).mean() / weight.mean() + F.mse_loss(recon, video)
 
 
+def _vae_data(seed: int, num_clips: int) -> tuple[list[torch.Tensor], list[np.ndarray]]:
+    """Clips and their flow videos as [1, 3, F, H, W] in [-1, 1] (the same network encodes both at inference)."""
+    clips = make_clips(seed, num_clips)
+    videos = [clip_pixels(c.frames) for c in clips] + [clip_pixels(c.flow_video()) for c in clips]
+    return videos, [c.centres for c in clips] * 2
+
+
 def train_vae(
     seed: int,
     minutes: float,
@@ -109,40 +120,77 @@ def train_vae(
     batch: int = 4,
     init: CogVideoXVAE | None = None,
     steps: int | None = None,
-    decoder_only: bool = False,
 ) -> CogVideoXVAE:
-    """Train (or, with `init`, continue training) the VAE for `minutes` of wall time.
-
-    decoder_only: keep the encoder — hence the latent space a denoiser was trained on — fixed and train the decoder.
-    """
+    """Train (or, with `init`, continue training) the whole VAE for `minutes` of wall time at a constant rate."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
-    clips = make_clips(seed, num_clips)
-    videos = [clip_pixels(c.frames) for c in clips] + [clip_pixels(c.flow_video()) for c in clips]
-    centres = [c.centres for c in clips] * 2
+    videos, centres = _vae_data(seed, num_clips)
     vae = (init or CogVideoXVAE(VAE_CONFIG)).train()
-    vae.encoder.requires_grad_(not decoder_only)
-    params = vae.decoder.parameters() if decoder_only else vae.parameters()
-    optimizer = torch.optim.AdamW(params, lr=2e-3, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=2e-3, weight_decay=0.0)
     start, step = time.monotonic(), 0
     while _running(start, minutes * 60, step, steps):
         video = _vae_batch(videos, centres, rng, batch)
-        recon, kl = vae_forward(vae, video, generator, train_encoder=not decoder_only)
+        recon, kl = vae_forward(vae, video, generator)
         loss = vae_loss(recon, video) + KL_WEIGHT * kl
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         step += 1
         if step % 50 == 0:
-            log.info(
-                "vae step %d  loss %.5f  kl %.3f  (%.0f s)",
-                step,
-                loss.item(),
-                kl.item(),
-                time.monotonic() - start,
-            )
+            log.info("vae step %d  loss %.5f  kl %.3f  (%.0f s)", step, loss.item(), kl.item(), time.monotonic() - start)
     log.info("vae: %d steps in %.1f min", step, (time.monotonic() - start) / 60)
+    return vae.eval()
+
+
+def train_decoder(
+    vae: CogVideoXVAE,
+    seed: int,
+    minutes: float,
+    num_clips: int = 400,
+    batch: int = 4,
+    steps: int | None = None,
+    peak_lr: float = 1e-3,
+) -> CogVideoXVAE:
+    """Continue training only the decoder: the encoder — hence the latent space a denoiser learns — stays fixed.
+
+    The learning rate warms up over 50 steps and then follows a cosine to 2 % over the budget; each latent sample gets
+    extra Gaussian noise of a random amplitude up to DECODER_NOISE × the batch's latent std, so the decoder also
+    draws clean objects from the slightly-off latents a sampler produces.
+    """
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    generator = torch.Generator().manual_seed(seed)
+    vae.train()
+    vae.encoder.requires_grad_(False)
+    videos, centres = _vae_data(seed, num_clips)
+    optimizer = torch.optim.AdamW(vae.decoder.parameters(), lr=peak_lr, weight_decay=0.0)
+    start, step, running = time.monotonic(), 0, 0.0
+    budget = minutes * 60
+    while _running(start, budget, step, steps):
+        progress = step / steps if steps is not None else (time.monotonic() - start) / budget
+        cosine = 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        for group in optimizer.param_groups:
+            group["lr"] = peak_lr * min(1.0, (step + 1) / 50) * cosine
+        video = _vae_batch(videos, centres, rng, batch)
+        with torch.no_grad():
+            moments, _ = vae.encode_chunk(video)  # [B, 32, T, h, w]
+            z = DiagonalGaussian.from_moments(moments).sample(generator)  # [B, 16, T, h, w]
+            amplitude = torch.rand(z.shape[0], 1, 1, 1, 1, generator=generator) * DECODER_NOISE * z.std()
+            z = z + amplitude * torch.randn(z.shape, generator=generator)
+        cache, outs = None, []
+        for first, last in chunk_bounds(z.shape[2], 2):
+            out, cache = vae.decode_chunk(z[:, :, first:last], cache)
+            outs.append(out)
+        loss = vae_loss(torch.cat(outs, dim=2), video)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        running = 0.98 * running + 0.02 * loss.item()
+        if step % 100 == 0:
+            log.info("decoder step %d  loss %.4f  (%.0f s)", step, running / (1 - 0.98**step), time.monotonic() - start)
+    log.info("decoder: %d steps in %.1f min", step, (time.monotonic() - start) / 60)
     return vae.eval()
 
 
@@ -250,16 +298,22 @@ def train_denoiser(
     return ema
 
 
+MINUTES = {"vae": 14.0, "decoder": 25.0, "denoiser": 45.0}  # the shipped run's wall budgets
+DECODER_SEED_OFFSET = 3  # `all`: the decoder stage draws other clips than the VAE (seed) and denoiser (seed + 1)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m tora_model.train", description=__doc__.split("\n")[0])
     parser.add_argument(
         "stage",
-        choices=("vae", "denoiser", "all", "decoder"),
-        help="decoder: continue training only the VAE decoder (latents unchanged; may run beside `denoiser`)",
+        choices=("vae", "decoder", "denoiser", "all"),
+        help="vae: encoder + decoder from scratch (or --resume); decoder: only the decoder of the VAE in --out "
+        "(latents unchanged, so it may run beside `denoiser`); denoiser: the ST-DiT on the VAE in --out; all: the "
+        "three in order",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--minutes", type=float, default=None, help="wall budget per stage (vae 10, denoiser 30)"
+        "--minutes", type=float, default=None, help=f"wall budget per stage (default {MINUTES})"
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--clips", type=int, default=600, help="denoiser dataset size")
@@ -267,42 +321,38 @@ def main(argv: list[str] | None = None) -> None:
         "--steps", type=int, default=None, help="exact step count instead of a wall budget (bit-reproducible)"
     )
     parser.add_argument("--resume", action="store_true", help="continue from the weights in --out")
-    parser.add_argument("--lr", type=float, default=1e-3, help="denoiser peak learning rate")
+    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of the decoder and denoiser")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
-    if args.stage in ("vae", "all", "decoder"):
-        init = None
-        if args.resume or args.stage == "decoder":
-            from .vae_loading import load_vae
+    vae_folder, transformer_file = args.out / "vae", args.out / "transformer.safetensors"
 
-            init = load_vae(args.out / "vae")
-        vae = train_vae(
-            args.seed, args.minutes or 10, init=init, steps=args.steps, decoder_only=args.stage == "decoder"
-        )
-        save_vae(vae, args.out / "vae")
-        log.info("wrote %s", args.out / "vae")
+    def budget(stage: str) -> float:
+        return args.minutes or MINUTES[stage]
+
+    if args.stage in ("vae", "all"):
+        init = load_vae(vae_folder) if args.resume else None
+        save_vae(train_vae(args.seed, budget("vae"), init=init, steps=args.steps), vae_folder)
+        log.info("wrote %s", vae_folder)
+    if args.stage in ("decoder", "all"):
+        seed = args.seed + DECODER_SEED_OFFSET if args.stage == "all" else args.seed
+        vae = train_decoder(load_vae(vae_folder), seed, budget("decoder"), steps=args.steps, peak_lr=args.lr)
+        save_vae(vae, vae_folder)
+        log.info("wrote %s", vae_folder)
     if args.stage in ("denoiser", "all"):
-        from .vae_loading import load_vae
-
-        vae = load_vae(args.out / "vae")
-        init = None
-        if args.resume:
-            from .st_dit import load_st_transformer
-
-            init = load_st_transformer(args.out / "transformer.safetensors")
+        init = load_st_transformer(transformer_file) if args.resume else None
         model = train_denoiser(
-            vae,
+            load_vae(vae_folder),
             args.seed,
-            args.minutes or 30,
+            budget("denoiser"),
             num_clips=args.clips,
             steps=args.steps,
             init=init,
             peak_lr=args.lr,
         )
-        save_st_transformer(model, args.out / "transformer.safetensors")
-        log.info("wrote %s", args.out / "transformer.safetensors")
+        save_st_transformer(model, transformer_file)
+        log.info("wrote %s", transformer_file)
 
 
 if __name__ == "__main__":
