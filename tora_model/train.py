@@ -68,16 +68,27 @@ def _running(start: float, budget_s: float, step: int, steps: int | None) -> boo
     return step < steps if steps is not None else time.monotonic() - start < budget_s
 
 
+def _progress(start: float, budget_s: float, step: int, steps: int | None) -> float:
+    """Fraction of the run done (steps when given, else wall time), for learning-rate schedules."""
+    return step / steps if steps is not None else (time.monotonic() - start) / budget_s
+
+
+def decode_with_grad(vae: CogVideoXVAE, z: torch.Tensor) -> torch.Tensor:
+    """Latents [B, 16, T, h, w] → video [B, 3, F, H, W] in the inference chunks with the causal cache, keeping the
+    autograd graph (`CogVideoXVAE.decode` runs without gradients)."""
+    cache, outs = None, []
+    for first, last in chunk_bounds(z.shape[2], 2):
+        out, cache = vae.decode_chunk(z[:, :, first:last], cache)
+        outs.append(out)
+    return torch.cat(outs, dim=2)
+
+
 def vae_forward(vae: CogVideoXVAE, video: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
     """Training pass: one-pass encode (as at inference), posterior sample, chunked decode (inference schedule)."""
     moments, _ = vae.encode_chunk(video)  # [B, 32, T, h, w]
     posterior = DiagonalGaussian.from_moments(moments)
     z = posterior.sample(generator)  # [B, 16, T, h, w]
-    cache, outs = None, []
-    for start, end in chunk_bounds(z.shape[2], 2):
-        out, cache = vae.decode_chunk(z[:, :, start:end], cache)
-        outs.append(out)
-    recon = torch.cat(outs, dim=2)  # [B, 3, F, H, W]
+    recon = decode_with_grad(vae, z)  # [B, 3, F, H, W]
     kl = 0.5 * (posterior.mean.square() + posterior.logvar.exp() - 1 - posterior.logvar).mean()
     return recon, kl
 
@@ -168,7 +179,7 @@ def train_decoder(
     start, step, running = time.monotonic(), 0, 0.0
     budget = minutes * 60
     while _running(start, budget, step, steps):
-        progress = step / steps if steps is not None else (time.monotonic() - start) / budget
+        progress = _progress(start, budget, step, steps)
         cosine = 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
         for group in optimizer.param_groups:
             group["lr"] = peak_lr * min(1.0, (step + 1) / 50) * cosine
@@ -178,11 +189,7 @@ def train_decoder(
             z = DiagonalGaussian.from_moments(moments).sample(generator)  # [B, 16, T, h, w]
             amplitude = torch.rand(z.shape[0], 1, 1, 1, 1, generator=generator) * DECODER_NOISE * z.std()
             z = z + amplitude * torch.randn(z.shape, generator=generator)
-        cache, outs = None, []
-        for first, last in chunk_bounds(z.shape[2], 2):
-            out, cache = vae.decode_chunk(z[:, :, first:last], cache)
-            outs.append(out)
-        loss = vae_loss(torch.cat(outs, dim=2), video)
+        loss = vae_loss(decode_with_grad(vae, z), video)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -272,7 +279,7 @@ def train_denoiser(
     budget, step, running = minutes * 60 - (time.monotonic() - start), 0, 0.0
     start = time.monotonic()
     while _running(start, budget, step, steps):
-        progress = step / steps if steps is not None else (time.monotonic() - start) / budget
+        progress = _progress(start, budget, step, steps)
         lr_scale = min(1.0, (step + 1) / 200) * (0.5 + 0.5 * math.cos(math.pi * min(1.0, progress)))
         for group in optimizer.param_groups:
             group["lr"] = peak_lr * max(lr_scale, 0.05)  # warm-up, then cosine to 5 % over the budget
