@@ -9,24 +9,19 @@ import numpy as np
 import pytest
 import torch
 
-from tests.test_nodes import PACK_ROOT, load_pack
+from tests.bundled_tiny import BUNDLED_TINY, needs_bundled_tiny, pack_with_bundled_models_only
 
 TINY = "tora/tiny_tora/transformer.safetensors"
 W, H, F = 96, 64, 17
 
-pytestmark = pytest.mark.skipif(
-    not (PACK_ROOT / "models" / "tiny_tora" / "transformer.safetensors").is_file(),
-    reason="the bundled tiny Tora (models/tiny_tora/) is missing",
-)
+pytestmark = needs_bundled_tiny
 
 
 @pytest.fixture(scope="module")
 def pack(tmp_path_factory):
     """The pack with an empty user models folder: only the bundled models/ can answer."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("TORA_MODELS_DIR", str(tmp_path_factory.mktemp("models")))
-    yield load_pack()
-    mp.undo()
+    with pack_with_bundled_models_only(tmp_path_factory.mktemp("models")) as pack:
+        yield pack
 
 
 def node(pack, name):
@@ -69,7 +64,7 @@ def test_bundled_model_loads_as_i2v_with_its_vae_beside_it(pack):
     model, vae = load_tiny(pack)
     assert model.is_i2v and model.config.backbone == "st_dit" and model.config.num_layers % 2 == 0
     assert (model.config.max_text_len, model.config.text_dim) == (1, 16)
-    assert vae.source == str(PACK_ROOT / "models" / "tiny_tora" / "vae")
+    assert vae.source == str(BUNDLED_TINY / "vae")
 
 
 def _sample(pack, model, vae, steps=2):

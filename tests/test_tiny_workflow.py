@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.test_nodes import PACK_ROOT, load_pack
+from tests.bundled_tiny import needs_bundled_tiny, pack_with_bundled_models_only
+from tests.test_nodes import PACK_ROOT
 from tests.test_workflows import expected_widgets
 from tora_model.evaluate import trajectory_errors
 
@@ -26,22 +27,17 @@ W, H, F = 96, 64, 17
 # all 16 frames), 27.69 px with the motion input disconnected (4 frames without a detection).
 MAX_MEAN_ERROR = 10.0
 
-pytestmark = pytest.mark.skipif(
-    not (PACK_ROOT / "models" / "tiny_tora" / "transformer.safetensors").is_file(),
-    reason="the bundled tiny Tora (models/tiny_tora/) is missing",
-)
+pytestmark = needs_bundled_tiny
 
 
 @pytest.fixture(scope="module")
 def pack(tmp_path_factory):
     """The pack with an empty user models folder: the workflow's model comes from the pack's own models/."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("TORA_MODELS_DIR", str(tmp_path_factory.mktemp("models")))
     previous = torch.get_num_threads()
     torch.set_num_threads(1)  # faster and deterministic on a shared 2-core CPU
-    yield load_pack()
+    with pack_with_bundled_models_only(tmp_path_factory.mktemp("models")) as pack:
+        yield pack
     torch.set_num_threads(previous)
-    mp.undo()
 
 
 def run_workflow(pack, workflow: dict, drop_links: tuple[int, ...] = ()) -> dict[int, tuple]:

@@ -4,24 +4,19 @@ A regression anywhere in the motion path — flow rendering, VAE encoding, extra
 makes the generated objects drift from their paths, so motion-on error rises towards the motion-off error.
 """
 
-from pathlib import Path
-
 import pytest
 import torch
 
+from tests.bundled_tiny import BUNDLED_TINY, needs_bundled_tiny
 from tora_model.evaluate import HELD_OUT_SEED, evaluate, load_tiny_tora
 from tora_model.synthetic import make_clips
 
-MODELS = Path(__file__).resolve().parents[1] / "models" / "tiny_tora"
 CLIPS, STEPS = 4, 10
 OBJECTS = 1
 MAX_MEAN_ERROR_ON = 6.0  # px at 96×64; measured 3.07 on these clips (motion off: 19.37, VAE round trip: 2.01)
 MIN_OFF_OVER_ON = 3.0  # measured 6.3×; a broken motion path gives ~1×
 
-pytestmark = pytest.mark.skipif(
-    not (MODELS / "transformer.safetensors").is_file(),
-    reason=f"no trained tiny Tora in {MODELS}; train with `python -m tora_model.train all --seed 0`",
-)
+pytestmark = needs_bundled_tiny
 
 
 @pytest.fixture
@@ -34,7 +29,7 @@ def one_thread():
 
 
 def test_trained_tiny_tora_follows_held_out_paths(one_thread):
-    model, vae = load_tiny_tora(MODELS)
+    model, vae = load_tiny_tora(BUNDLED_TINY)
     results = evaluate(model, vae, make_clips(HELD_OUT_SEED, CLIPS, OBJECTS), steps=STEPS)
     assert results["ground truth"].mean < 0.6  # the tracker itself is exact to anti-aliasing
     on, off = results["motion on"].mean, results["motion off"].mean
