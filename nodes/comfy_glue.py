@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..tora_model.errors import CheckpointError, ConfigError
+
 try:  # ComfyUI puts these on sys.path; outside ComfyUI they do not exist
     import comfy.model_management as mm
     import comfy.model_patcher
@@ -112,7 +114,7 @@ def resolve_model(name: str, kinds: Sequence[str]) -> Path:
     """Full path of a combo entry from `list_models`; a clear message when it is missing."""
     kind, _, rel = name.partition("/")
     if kind not in kinds or not rel:
-        raise FileNotFoundError(
+        raise CheckpointError(
             f"model entry {name!r} should look like '<folder>/<file>' with <folder> one of {list(kinds)}"
         )
     roots = folder_roots(kind)
@@ -121,7 +123,7 @@ def resolve_model(name: str, kinds: Sequence[str]) -> Path:
         if path.exists():
             return path
     where = ", ".join(str(r) for r in roots) or f"models/{kind}"
-    raise FileNotFoundError(
+    raise CheckpointError(
         f"model file {rel!r} was not found in the {kind!r} folder ({where}); put it there"
     )
 
@@ -282,7 +284,7 @@ def input_files(extensions: Iterable[str]) -> list[str]:
 
 def input_file_path(name: str) -> Path:
     if not HAS_COMFY:
-        raise FileNotFoundError(f"{name!r}: ComfyUI's input folder only exists inside ComfyUI")
+        raise ConfigError(f"{name!r}: ComfyUI's input folder only exists inside ComfyUI; use a 'preset/' source here")
     return Path(folder_paths.get_input_directory()) / name
 
 
@@ -304,7 +306,7 @@ def comfy_t5_embeddings(clip, prompt: str, length: int) -> torch.Tensor:
     tokens = clip.tokenize(prompt)
     key = next((k for k in ("t5xxl", "t5") if k in tokens), None)
     if key is None:
-        raise ValueError(
+        raise ConfigError(
             f"this CLIP holds {sorted(tokens)} but no T5-XXL; load t5xxl with CLIPLoader (type 'sd3') "
             "or use 'Load Tora Text Encoder'"
         )

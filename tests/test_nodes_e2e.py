@@ -228,7 +228,7 @@ def test_clear_errors_for_bad_settings(env, conditioning):
         loader.load("tora/a_vae.safetensors", "vae/tiny_vae/", "fp32", "sdpa", "comfy", 0)
     with pytest.raises(errors.ConfigError, match="has 2 transformer blocks"):
         loader.load("tora/tiny_t2v.safetensors", "vae/tiny_vae/", "fp32", "sdpa", "block_swap", 3)
-    with pytest.raises(FileNotFoundError, match="tora"):
+    with pytest.raises(errors.CheckpointError, match="missing.safetensors.*tora"):
         loader.load("tora/missing.safetensors", "vae/tiny_vae/", "fp32", "sdpa", "comfy", 0)
 
 
