@@ -9,6 +9,7 @@ the tensor names, shapes and safetensors header, never from the file name.
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
@@ -30,6 +31,17 @@ INSIDE_MODEL = "(inside model)"
 MOTION_FOLDERS = ("CogVideo", "tora")
 
 
+def _is_st_dit(path: Path) -> bool:
+    """`is_st_dit_file`, remembered per file version: combos are rebuilt on every refresh, headers rarely change."""
+    stat = path.stat()
+    return _is_st_dit_version(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_st_dit_version(path: str, mtime_ns: int, size: int) -> bool:
+    return is_st_dit_file(path)
+
+
 def _listed(kinds: tuple[str, ...], role: str) -> list[str]:
     """Combo entries of `kinds` that can hold a `role` ("transformer", "vae", "text encoder").
 
@@ -42,7 +54,7 @@ def _listed(kinds: tuple[str, ...], role: str) -> list[str]:
         if entry.endswith("/vae/"):
             keep = role == "vae"
         elif entry.endswith(".safetensors"):
-            keep = role == "transformer" or not is_st_dit_file(comfy_glue.resolve_model(entry, kinds))
+            keep = role == "transformer" or not _is_st_dit(comfy_glue.resolve_model(entry, kinds))
         else:
             keep = True
         if keep:

@@ -9,10 +9,13 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import re
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import save_file
 
 PACK_ROOT = Path(__file__).resolve().parents[1]
 PACK_NAME = "tora_pack_under_test"  # any folder name must work
@@ -168,3 +171,15 @@ def test_bundled_tiny_model_is_listed_once_in_the_right_combos(pack, tmp_path, m
     mine.parent.mkdir(parents=True)
     mine.touch()
     assert glue.resolve_model("tora/tiny_tora/transformer.safetensors", ("tora",)) == mine
+
+
+def test_combo_roles_follow_a_replaced_file(pack, tmp_path, monkeypatch):
+    """The st_dit check behind the combos is remembered per file version: replacing a file changes its lists."""
+    monkeypatch.setenv("TORA_MODELS_DIR", str(tmp_path))
+    loaders = pack.nodes.loaders
+    user_file = tmp_path / "tora" / "mine.safetensors"
+    user_file.parent.mkdir(parents=True)
+    shutil.copyfile(PACK_ROOT / "models" / "tiny_tora" / "transformer.safetensors", user_file)
+    assert "tora/mine.safetensors" not in loaders.LoadToraModel.INPUT_TYPES()["required"]["vae"][0]
+    save_file({"weight": torch.zeros(2)}, str(user_file))  # same name, now a plain checkpoint
+    assert "tora/mine.safetensors" in loaders.LoadToraModel.INPUT_TYPES()["required"]["vae"][0]
