@@ -23,6 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tests.references import official_blur_kernel  # noqa: E402
 from tora_model.flow import flow_to_rgb, render_flow  # noqa: E402
 from tora_model.resample import resample  # noqa: E402
 from tora_model.trajectory import trajectory_from_json  # noqa: E402
@@ -41,14 +42,6 @@ def make_points(n_tracks: int, seed: int = 0) -> np.ndarray:
                        "end_frame": None, "easing": "ease-in-out"})  # fmt: skip
     traj = trajectory_from_json({"version": 1, "width": WIDTH, "height": HEIGHT, "tracks": tracks})
     return resample(traj, FRAMES, WIDTH, HEIGHT)
-
-
-def reference_kernel() -> np.ndarray:
-    offsets = np.arange(-49, 50, dtype=np.float64)
-    xx, yy = np.meshgrid(offsets, offsets)
-    kernel = np.exp(-0.5 * (xx**2 + yy**2) / 100.0)
-    kernel = kernel / kernel.sum()
-    return kernel / kernel[49, 49]
 
 
 def reference_flow(points: np.ndarray, kernel: np.ndarray) -> np.ndarray:
@@ -85,7 +78,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
-    kernel = reference_kernel()
+    kernel = official_blur_kernel()
     log.info("flow video %dx%dx%d, threads=%d, best of %d", FRAMES, HEIGHT, WIDTH, args.threads, args.repeat)
     _ours(make_points(1))  # warm-up (imports, kernel tables)
     columns = (

@@ -32,6 +32,7 @@ from diffusers.models.embeddings import get_3d_rotary_pos_embed
 from diffusers.schedulers import CogVideoXDPMScheduler
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a plain script from anywhere
+from tests.references import cogvideox_transformer_kwargs  # noqa: E402
 from tora_model.config import ToraConfig  # noqa: E402
 from tora_model.sampling import StepInfo, _predict_x0, dpmpp_2m_sde_step  # noqa: E402
 from tora_model.schedule import DIFFUSERS_SCHEDULER_CONFIG, make_schedule  # noqa: E402
@@ -48,19 +49,7 @@ def configs(mid_latent):
 
 def reference_model(cfg, ours):
     with torch.device("meta"):
-        reference = CogVideoXTransformer3DModel(
-            num_attention_heads=cfg.num_heads,
-            attention_head_dim=cfg.head_dim,
-            in_channels=cfg.in_channels,
-            out_channels=cfg.out_channels,
-            time_embed_dim=cfg.time_embed_dim,
-            text_embed_dim=cfg.text_dim,
-            num_layers=cfg.num_layers,
-            patch_size=cfg.patch_size,
-            max_text_seq_length=cfg.max_text_len,
-            norm_eps=cfg.norm_eps,
-            use_rotary_positional_embeddings=True,
-        )
+        reference = CogVideoXTransformer3DModel(**cogvideox_transformer_kwargs(cfg))
     reference.load_state_dict(ours.state_dict(), strict=True, assign=True)  # the same tensors, not a copy
     return reference.eval()
 

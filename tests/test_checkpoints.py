@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tests.shared_data import MANIFESTS
+from tests.shared_data import MANIFESTS, manifest_shapes
 from tora_model.checkpoint_files import read_state_dict, sub_state_dict
 from tora_model.checkpoints import infer_config, inspect_checkpoint, load_transformer
 from tora_model.config import ToraConfig
@@ -330,12 +330,10 @@ def test_safetensors_row_ranges_equal_torch_slicing(tmp_path, dtype):
 )
 def test_released_layouts_infer_the_5b_config_and_fit_the_model(manifest, prefix, layout, expected_config):
     """Real key sets and shapes (meta tensors) → the exact 5B config, and the names/shapes the model expects."""
-    state_dict = {}
-    for line in (MANIFESTS / manifest).read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            key, shape, _ = line.split("\t")
-            dims = [int(n) for n in shape.strip("[]").split(",") if n.strip()]
-            state_dict[prefix + key] = torch.empty(dims, dtype=torch.bfloat16, device="meta")
+    state_dict = {
+        prefix + key: torch.empty(shape, dtype=torch.bfloat16, device="meta")
+        for key, shape in manifest_shapes(manifest).items()
+    }
     checkpoint = inspect_checkpoint(state_dict)
     assert checkpoint.format == f"{layout} layout, passed in memory"
     config = infer_config(checkpoint)

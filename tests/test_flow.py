@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.references import official_blur_kernel
 from tests.shared_data import FIXTURE, TRAJS, needs_shared
 from tora_model.errors import TrajectoryFormatError
 from tora_model.flow import (
@@ -25,19 +26,10 @@ from tora_model.trajectory import load_official_txt
 NAMES = sorted(p.name for p in TRAJS.glob("*.txt")) if TRAJS.exists() else []
 
 
-def _reference_kernel() -> np.ndarray:
-    """The official blur kernel: 99×99 bivariate Gaussian σ=10, normalised to sum 1, then divided by its centre."""
-    offsets = np.arange(-49, 50, dtype=np.float64)
-    xx, yy = np.meshgrid(offsets, offsets)
-    kernel = np.exp(-0.5 * (xx**2 + yy**2) / 100.0)
-    kernel = kernel / kernel.sum()
-    return kernel / kernel[49, 49]
-
-
 def _dense_reference(raw: np.ndarray) -> np.ndarray:
     """The reference spreading: cv2.filter2D (default reflect-101 border) on frames 1.. of a dense raster."""
     out = raw.copy()
-    kernel = _reference_kernel()
+    kernel = official_blur_kernel()
     for i in range(1, raw.shape[0]):
         out[i] = cv2.filter2D(raw[i], -1, kernel)
     return out

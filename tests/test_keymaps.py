@@ -5,19 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.shared_data import MANIFESTS, needs_manifests
+from tests.shared_data import manifest_shapes, needs_manifests
 from tora_model import keymaps
 from tora_model.errors import CheckpointError
-
-
-def read_manifest(name: str) -> dict[str, tuple[int, ...]]:
-    shapes = {}
-    for line in (MANIFESTS / name).read_text().splitlines():
-        if not line.strip() or line.startswith("#"):
-            continue
-        key, shape, _dtype = line.split("\t")
-        shapes[key] = tuple(int(n) for n in shape.strip("[]").split(",") if n.strip())
-    return shapes
 
 
 def meta_state_dict(shapes: dict[str, tuple[int, ...]], prefix: str = "") -> dict[str, torch.Tensor]:
@@ -30,8 +20,8 @@ def shapes_of(state_dict: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]
 
 @needs_manifests
 def test_sat_t2v_manifest_converts_to_official_diffusers_manifest():
-    sat = read_manifest("tora_sat_t2v_diffusion_model.tsv")
-    expected = read_manifest("tora_t2v_transformer_diffusers.tsv")
+    sat = manifest_shapes("tora_sat_t2v_diffusion_model.tsv")
+    expected = manifest_shapes("tora_t2v_transformer_diffusers.tsv")
     converted = shapes_of(keymaps.sat_to_diffusers(meta_state_dict(sat, keymaps.SAT_PREFIX)))
     assert len(sat) == 2373 and len(expected) == 2622
     assert sorted(set(expected) - set(converted)) == []
@@ -41,10 +31,10 @@ def test_sat_t2v_manifest_converts_to_official_diffusers_manifest():
 
 @needs_manifests
 def test_sat_i2v_manifest_converts_to_cogvideox_i2v_plus_tora_modules():
-    sat = read_manifest("tora_sat_i2v_diffusion_model.tsv")
-    base = read_manifest("cogvideox5b_i2v_transformer_diffusers.tsv")
-    extractor = read_manifest("tora_traj_extractor.tsv")
-    fuser = read_manifest("tora_mgf_fuser.tsv")
+    sat = manifest_shapes("tora_sat_i2v_diffusion_model.tsv")
+    base = manifest_shapes("cogvideox5b_i2v_transformer_diffusers.tsv")
+    extractor = manifest_shapes("tora_traj_extractor.tsv")
+    fuser = manifest_shapes("tora_mgf_fuser.tsv")
     expected = dict(base)
     expected.update({keymaps.EXTRACTOR_PREFIX + k: s for k, s in extractor.items()})
     expected.update({f"fuser.{i}.{k}": s for i in range(42) for k, s in fuser.items()})
@@ -56,7 +46,7 @@ def test_sat_i2v_manifest_converts_to_cogvideox_i2v_plus_tora_modules():
 
 @needs_manifests
 def test_sat_plan_drops_exactly_the_three_unused_tensors():
-    plan = keymaps.sat_plan(read_manifest("tora_sat_t2v_diffusion_model.tsv"))
+    plan = keymaps.sat_plan(manifest_shapes("tora_sat_t2v_diffusion_model.tsv"))
     assert sorted(plan.dropped) == [
         "mixins.pos_embed.freqs_cos",
         "mixins.pos_embed.freqs_sin",
@@ -67,9 +57,9 @@ def test_sat_plan_drops_exactly_the_three_unused_tensors():
 
 @needs_manifests
 def test_kijai_split_files_map_onto_the_official_tora_keys():
-    fuser = read_manifest("tora_mgf_fuser.tsv")
-    extractor = read_manifest("tora_traj_extractor.tsv")
-    base = read_manifest("cogvideox5b_t2v_transformer_diffusers.tsv")
+    fuser = manifest_shapes("tora_mgf_fuser.tsv")
+    extractor = manifest_shapes("tora_traj_extractor.tsv")
+    base = manifest_shapes("cogvideox5b_t2v_transformer_diffusers.tsv")
     fuser_file = {f"{i}.{k}": s for i in range(42) for k, s in fuser.items()}
     plan = (
         keymaps.identity_plan(base)
@@ -78,7 +68,7 @@ def test_kijai_split_files_map_onto_the_official_tora_keys():
     )
     sources = {**base, **fuser_file, **extractor}
     converted = {t: sources[r.source] for t, r in plan.rules.items()}
-    assert converted == read_manifest("tora_t2v_transformer_diffusers.tsv")
+    assert converted == manifest_shapes("tora_t2v_transformer_diffusers.tsv")
 
 
 def test_qkv_split_takes_contiguous_thirds_in_q_k_v_order():

@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.references import cogvideox_transformer_kwargs
 from tests.weights import randomise
 from tora_model import ConfigError
 from tora_model.config import ToraConfig
@@ -38,21 +39,7 @@ def tiny_model(preset: str = "tiny", seed: int = 0, **changes) -> ToraTransforme
 def reference_model(model: ToraTransformer, learned_pos: bool = False) -> CogVideoXTransformer3DModel:
     cfg = model.config
     reference = CogVideoXTransformer3DModel(
-        num_attention_heads=cfg.num_heads,
-        attention_head_dim=cfg.head_dim,
-        in_channels=cfg.in_channels,
-        out_channels=cfg.out_channels,
-        time_embed_dim=cfg.time_embed_dim,
-        text_embed_dim=cfg.text_dim,
-        num_layers=cfg.num_layers,
-        sample_width=cfg.sample_width,
-        sample_height=cfg.sample_height,
-        sample_frames=cfg.sample_frames,
-        patch_size=cfg.patch_size,
-        max_text_seq_length=cfg.max_text_len,
-        norm_eps=cfg.norm_eps,
-        use_rotary_positional_embeddings=True,
-        use_learned_positional_embeddings=learned_pos,
+        **cogvideox_transformer_kwargs(cfg), use_learned_positional_embeddings=learned_pos
     ).eval()
     state = {k: v for k, v in model.state_dict().items() if not k.startswith(TORA_PREFIXES)}
     if not learned_pos:

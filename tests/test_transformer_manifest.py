@@ -5,26 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.shared_data import MANIFESTS
+from tests.shared_data import read_manifest
 from tora_model.config import ToraConfig
 from tora_model.transformer import build_transformer
 
 TORA_PREFIXES = ("traj_extractor.", "fuser.")
 
-
-def read_manifest(name: str) -> dict[str, tuple[tuple[int, ...], str]]:
-    path = MANIFESTS / name
-    if not path.is_file():
-        pytest.skip(
-            f"reference manifest {path} is absent (the shared/ folder must sit beside the repository)"
-        )
-    rows = {}
-    for line in path.read_text().splitlines():
-        if line and not line.startswith("#"):
-            key, shape, dtype = line.split("\t")
-            dims = shape.strip("[]")
-            rows[key] = (tuple(int(d) for d in dims.split(",")) if dims else (), dtype)
-    return rows
 
 
 def meta_state(preset: str) -> dict[str, tuple[tuple[int, ...], str]]:
