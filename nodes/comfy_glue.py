@@ -123,9 +123,7 @@ def resolve_model(name: str, kinds: Sequence[str]) -> Path:
         if path.exists():
             return path
     where = ", ".join(str(r) for r in roots) or f"models/{kind}"
-    raise CheckpointError(
-        f"model file {rel!r} was not found in the {kind!r} folder ({where}); put it there"
-    )
+    raise CheckpointError(f"model file {rel!r} was not found in the {kind!r} folder ({where}); put it there")
 
 
 # ---------------------------------------------------------------------------------------------------------- devices
@@ -284,7 +282,9 @@ def input_files(extensions: Iterable[str]) -> list[str]:
 
 def input_file_path(name: str) -> Path:
     if not HAS_COMFY:
-        raise ConfigError(f"{name!r}: ComfyUI's input folder only exists inside ComfyUI; use a 'preset/' source here")
+        raise ConfigError(
+            f"{name!r}: ComfyUI's input folder only exists inside ComfyUI; use a 'preset/' source here"
+        )
     return Path(folder_paths.get_input_directory()) / name
 
 

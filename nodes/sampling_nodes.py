@@ -144,7 +144,9 @@ class ToraSampler:
 
     RETURN_TYPES = ("LATENT",)
     RETURN_NAMES = ("samples",)
-    OUTPUT_TOOLTIPS = ("Video latents {'samples': [1, 16, T, H/c, W/c]} (c = the VAE's compression, 8 for CogVideoX) for Motion VAE Decode.",)
+    OUTPUT_TOOLTIPS = (
+        "Video latents {'samples': [1, 16, T, H/c, W/c]} (c = the VAE's compression, 8 for CogVideoX) for Motion VAE Decode.",
+    )
     FUNCTION = "sample"
     CATEGORY = "Tora/sampling"
 
@@ -167,7 +169,9 @@ class ToraSampler:
         unique_id=None,
     ):
         config = model.config
-        check_generation_size(width, height, frames, warn=False)  # sample_latents warns against the model's size
+        check_generation_size(
+            width, height, frames, warn=False
+        )  # sample_latents warns against the model's size
         text = text_embedding(positive, "positive", config.max_text_len, config.text_dim)
         uncond = text_embedding(negative, "negative", config.max_text_len, config.text_dim)
         if motion is not None:

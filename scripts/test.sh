@@ -5,5 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
 ruff check .
+ruff format --check .
 python -m pytest
 bash scripts/test_js.sh

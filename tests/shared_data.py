@@ -23,7 +23,9 @@ def read_manifest(name: str) -> dict[str, tuple[tuple[int, ...], str]]:
     """Tensor name → (shape, dtype) from one `.tsv` of the reference manifests; skips the test when it is absent."""
     path = MANIFESTS / name
     if not path.is_file():
-        pytest.skip(f"reference manifest {path} is absent (the shared/ folder must sit beside the repository)")
+        pytest.skip(
+            f"reference manifest {path} is absent (the shared/ folder must sit beside the repository)"
+        )
     rows = {}
     for line in path.read_text().splitlines():
         if line.strip() and not line.startswith("#"):

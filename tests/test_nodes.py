@@ -151,7 +151,9 @@ def test_model_folders_list_files_and_model_folders(pack, tmp_path, monkeypatch)
     ]
     assert glue.list_motion_module_folders(("CogVideo", "tora")) == ["CogVideo/CogVideoX-5b-Tora/"]
     assert glue.resolve_model("tora/t2v/mp_rank_00_model_states.pt", ("tora",)) == tmp_path / files[0]
-    with pytest.raises(pack.tora_model.errors.CheckpointError, match="i2v/mp_rank_00_model_states.pt.*'tora' folder"):
+    with pytest.raises(
+        pack.tora_model.errors.CheckpointError, match="i2v/mp_rank_00_model_states.pt.*'tora' folder"
+    ):
         glue.resolve_model("tora/i2v/mp_rank_00_model_states.pt", ("tora",))
 
 

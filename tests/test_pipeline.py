@@ -326,14 +326,18 @@ def test_latent_grid_follows_the_transformers_vae_and_mismatched_vaes_are_refuse
     model_x8, vae_x8 = t2v
     torch.manual_seed(3)
     model_x4 = build_transformer(ToraConfig.preset("tiny").replace(vae_spatial_compression=4))
-    vae_x4 = CogVideoXVAE(VAEConfig(channels=8, channel_mult=(1, 2, 2), layers_per_block=1, norm_groups=4)).eval()
+    vae_x4 = CogVideoXVAE(
+        VAEConfig(channels=8, channel_mult=(1, 2, 2), layers_per_block=1, norm_groups=4)
+    ).eval()
     run = dict(text_embeds=_text(), width=WIDTH, height=HEIGHT, num_frames=FRAMES, steps=2, seed=0)
     latents = sample_latents(model_x4, **run)
     assert latents.shape == (*SHAPE[:3], HEIGHT // 4, WIDTH // 4)
     frames = generate(model_x4, vae_x4, **run)
     assert frames.shape == (FRAMES, HEIGHT, WIDTH, 3)
     for model, vae, expected, got in ((model_x4, vae_x8, 4, 8), (model_x8, vae_x4, 8, 4)):
-        with pytest.raises(ConfigError, match=rf"latents of a ×{expected} VAE but the VAE given compresses ×{got}"):
+        with pytest.raises(
+            ConfigError, match=rf"latents of a ×{expected} VAE but the VAE given compresses ×{got}"
+        ):
             generate(model, vae, **run)
         with pytest.raises(ConfigError, match=rf"×{expected} VAE"):
             motion_from_trajectory(

@@ -275,7 +275,9 @@ def test_pack_loads_without_import_errors(server):
     assert {"tora/tiny_t2v.safetensors", "tora/from_yaml.safetensors"} <= set(models)  # both tora paths kept
     assert "tora/tiny_tora/transformer.safetensors" in models  # bundled in the pack's models/
     served = {url.rsplit("/", 1)[-1] for url in server.get("/extensions") if f"/{PACK_LINK_NAME}/" in url}
-    assert {p.name for p in (PACK_ROOT / "web" / "js").glob("*.js")} <= served, served  # the canvas widget's modules
+    assert {p.name for p in (PACK_ROOT / "web" / "js").glob("*.js")} <= served, (
+        served
+    )  # the canvas widget's modules
 
 
 @pytest.mark.parametrize(

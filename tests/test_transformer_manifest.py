@@ -12,7 +12,6 @@ from tora_model.transformer import build_transformer
 TORA_PREFIXES = ("traj_extractor.", "fuser.")
 
 
-
 def meta_state(preset: str) -> dict[str, tuple[tuple[int, ...], str]]:
     model = build_transformer(ToraConfig.preset(preset), device="meta")
     return {k: (tuple(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in model.state_dict().items()}

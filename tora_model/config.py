@@ -69,7 +69,9 @@ class ToraConfig:
             raise ConfigError(
                 "use_learned_pos_embed=True needs a config with has_learned_pos_embed=True (I2V)"
             )
-        if self.vae_spatial_compression < 1 or self.vae_spatial_compression & (self.vae_spatial_compression - 1):
+        if self.vae_spatial_compression < 1 or self.vae_spatial_compression & (
+            self.vae_spatial_compression - 1
+        ):
             raise ConfigError(
                 f"vae_spatial_compression must be a power of two (8 for CogVideoX), got {self.vae_spatial_compression}"
             )
@@ -93,7 +95,10 @@ class ToraConfig:
     @property
     def trained_size(self) -> tuple[int, int]:
         """(width, height) in pixels the weights were trained at: the sample latent grid × the VAE compression."""
-        return self.sample_width * self.vae_spatial_compression, self.sample_height * self.vae_spatial_compression
+        return (
+            self.sample_width * self.vae_spatial_compression,
+            self.sample_height * self.vae_spatial_compression,
+        )
 
     @property
     def is_i2v(self) -> bool:

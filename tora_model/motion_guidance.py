@@ -103,7 +103,10 @@ def encode_flow_video(
     pixels = flow_video_to_vae_input(video, dtype=dtype, device=device)  # [1, 3, F, H, W] in [-1, 1]
     with torch.no_grad():
         posterior = vae.encode(
-            pixels, tiling=vae_tiling(vae, tiling, tuple(n // vae.config.spatial_compression for n in video.shape[1:3]))
+            pixels,
+            tiling=vae_tiling(
+                vae, tiling, tuple(n // vae.config.spatial_compression for n in video.shape[1:3])
+            ),
         )
         latents = posterior.sample(generator) * SCALE  # [1, 16, T, h, w]
     return rearrange(latents.float(), "b c t h w -> b t c h w")  # [1, T, 16, h, w]

@@ -51,7 +51,12 @@ def latent_frames(num_frames: int) -> int:
 
 
 def check_generation_size(
-    width: int, height: int, num_frames: int, *, warn: bool = True, trained_size: tuple[int, int] = TRAINED_SIZE
+    width: int,
+    height: int,
+    num_frames: int,
+    *,
+    warn: bool = True,
+    trained_size: tuple[int, int] = TRAINED_SIZE,
 ) -> None:
     """Raise ConfigError unless width/height are multiples of 16 and num_frames = 8k + 1; warn off the trained size
     (`ToraConfig.trained_size` of the model in use; the released weights' 720×480 by default)."""

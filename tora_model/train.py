@@ -52,7 +52,9 @@ VAE_CONFIG = VAEConfig(channels=16, channel_mult=(1, 1, 2), layers_per_block=1, 
 PRESET = "tiny_st"
 KL_WEIGHT = 5e-4
 MOTION_DROP = 0.1
-DECODER_NOISE = 0.1  # decoder stage: latents get up to this × their std of extra noise (robust to sampled latents)
+DECODER_NOISE = (
+    0.1  # decoder stage: latents get up to this × their std of extra noise (robust to sampled latents)
+)
 
 
 def clip_pixels(frames: np.ndarray) -> torch.Tensor:
@@ -83,7 +85,9 @@ def decode_with_grad(vae: CogVideoXVAE, z: torch.Tensor) -> torch.Tensor:
     return torch.cat(outs, dim=2)
 
 
-def vae_forward(vae: CogVideoXVAE, video: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+def vae_forward(
+    vae: CogVideoXVAE, video: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, ...]:
     """Training pass: one-pass encode (as at inference), posterior sample, chunked decode (inference schedule)."""
     moments, _ = vae.encode_chunk(video)  # [B, 32, T, h, w]
     posterior = DiagonalGaussian.from_moments(moments)
@@ -149,7 +153,13 @@ def train_vae(
         optimizer.step()
         step += 1
         if step % 50 == 0:
-            log.info("vae step %d  loss %.5f  kl %.3f  (%.0f s)", step, loss.item(), kl.item(), time.monotonic() - start)
+            log.info(
+                "vae step %d  loss %.5f  kl %.3f  (%.0f s)",
+                step,
+                loss.item(),
+                kl.item(),
+                time.monotonic() - start,
+            )
     log.info("vae: %d steps in %.1f min", step, (time.monotonic() - start) / 60)
     return vae.eval()
 
@@ -196,7 +206,12 @@ def train_decoder(
         step += 1
         running = 0.98 * running + 0.02 * loss.item()
         if step % 100 == 0:
-            log.info("decoder step %d  loss %.4f  (%.0f s)", step, running / (1 - 0.98**step), time.monotonic() - start)
+            log.info(
+                "decoder step %d  loss %.4f  (%.0f s)",
+                step,
+                running / (1 - 0.98**step),
+                time.monotonic() - start,
+            )
     log.info("decoder: %d steps in %.1f min", step, (time.monotonic() - start) / 60)
     return vae.eval()
 
@@ -306,7 +321,9 @@ def train_denoiser(
 
 
 MINUTES = {"vae": 14.0, "decoder": 25.0, "denoiser": 45.0}  # the shipped run's wall budgets
-DECODER_SEED_OFFSET = 3  # `all`: the decoder stage draws other clips than the VAE (seed) and denoiser (seed + 1)
+DECODER_SEED_OFFSET = (
+    3  # `all`: the decoder stage draws other clips than the VAE (seed) and denoiser (seed + 1)
+)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -328,7 +345,9 @@ def main(argv: list[str] | None = None) -> None:
         "--steps", type=int, default=None, help="exact step count instead of a wall budget (bit-reproducible)"
     )
     parser.add_argument("--resume", action="store_true", help="continue from the weights in --out")
-    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of the decoder and denoiser")
+    parser.add_argument(
+        "--lr", type=float, default=1e-3, help="peak learning rate of the decoder and denoiser"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(1)
