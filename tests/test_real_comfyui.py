@@ -400,9 +400,10 @@ from transformers import T5TokenizerFast
 import comfy.text_encoders.sd3_clip as sd3_clip
 import nodes as core_nodes
 
-spec = importlib.util.spec_from_file_location("tora_glue", PACK + "/nodes/comfy_glue.py")
-glue = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(glue)
+spec = importlib.util.spec_from_file_location("tora_pack", PACK + "/__init__.py", submodule_search_locations=[PACK])
+sys.modules["tora_pack"] = importlib.util.module_from_spec(spec)  # imported as ComfyUI imports a pack
+spec.loader.exec_module(sys.modules["tora_pack"])
+glue = importlib.import_module("tora_pack.nodes.comfy_glue")
 
 
 class EncoderStandIn:
