@@ -52,9 +52,8 @@ VAE_CONFIG = VAEConfig(channels=16, channel_mult=(1, 1, 2), layers_per_block=1, 
 PRESET = "tiny_st"
 KL_WEIGHT = 5e-4
 MOTION_DROP = 0.1
-DECODER_NOISE = (
-    0.1  # decoder stage: latents get up to this × their std of extra noise (robust to sampled latents)
-)
+# decoder stage: latents get up to this × their std of extra noise (robust to sampled latents)
+DECODER_NOISE = 0.1
 
 
 def clip_pixels(frames: np.ndarray) -> torch.Tensor:
@@ -73,6 +72,26 @@ def _running(start: float, budget_s: float, step: int, steps: int | None) -> boo
 def _progress(start: float, budget_s: float, step: int, steps: int | None) -> float:
     """Fraction of the run done (steps when given, else wall time), for learning-rate schedules."""
     return step / steps if steps is not None else (time.monotonic() - start) / budget_s
+
+
+class _LossLog:
+    """A stage's loss as a bias-corrected exponential running mean, logged every 100 steps."""
+
+    def __init__(self, stage: str, start: float) -> None:
+        self.stage, self.start, self.mean = stage, start, 0.0
+
+    def add(self, step: int, loss: torch.Tensor) -> None:
+        """Record the loss of step number `step` (counted from 1)."""
+        self.mean = 0.98 * self.mean + 0.02 * loss.item()
+        if step % 100 == 0:
+            smoothed = self.mean / (1 - 0.98**step)
+            log.info(
+                "%s step %d  loss %.4f  (%.0f s)", self.stage, step, smoothed, time.monotonic() - self.start
+            )
+
+
+def _log_finished(stage: str, step: int, start: float) -> None:
+    log.info("%s: %d steps in %.1f min", stage, step, (time.monotonic() - start) / 60)
 
 
 def decode_with_grad(vae: CogVideoXVAE, z: torch.Tensor) -> torch.Tensor:
@@ -160,7 +179,7 @@ def train_vae(
                 kl.item(),
                 time.monotonic() - start,
             )
-    log.info("vae: %d steps in %.1f min", step, (time.monotonic() - start) / 60)
+    _log_finished("vae", step, start)
     return vae.eval()
 
 
@@ -186,8 +205,8 @@ def train_decoder(
     vae.encoder.requires_grad_(False)
     videos, centres = _vae_data(seed, num_clips)
     optimizer = torch.optim.AdamW(vae.decoder.parameters(), lr=peak_lr, weight_decay=0.0)
-    start, step, running = time.monotonic(), 0, 0.0
-    budget = minutes * 60
+    start, step = time.monotonic(), 0
+    budget, losses = minutes * 60, _LossLog("decoder", start)
     while _running(start, budget, step, steps):
         progress = _progress(start, budget, step, steps)
         cosine = 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
@@ -204,15 +223,8 @@ def train_decoder(
         loss.backward()
         optimizer.step()
         step += 1
-        running = 0.98 * running + 0.02 * loss.item()
-        if step % 100 == 0:
-            log.info(
-                "decoder step %d  loss %.4f  (%.0f s)",
-                step,
-                running / (1 - 0.98**step),
-                time.monotonic() - start,
-            )
-    log.info("decoder: %d steps in %.1f min", step, (time.monotonic() - start) / 60)
+        losses.add(step, loss)
+    _log_finished("decoder", step, start)
     return vae.eval()
 
 
@@ -291,8 +303,9 @@ def train_denoiser(
     model = (init or STDiTTransformer(ToraConfig.preset(PRESET))).train()
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
-    budget, step, running = minutes * 60 - (time.monotonic() - start), 0, 0.0
+    budget, step = minutes * 60 - (time.monotonic() - start), 0
     start = time.monotonic()
+    losses = _LossLog("denoiser", start)
     while _running(start, budget, step, steps):
         progress = _progress(start, budget, step, steps)
         lr_scale = min(1.0, (step + 1) / 200) * (0.5 + 0.5 * math.cos(math.pi * min(1.0, progress)))
@@ -308,22 +321,14 @@ def train_denoiser(
             for target, source in zip(ema.parameters(), model.parameters(), strict=True):
                 target.lerp_(source, 1 - 0.995)
         step += 1
-        running = 0.98 * running + 0.02 * loss.item()
-        if step % 100 == 0:
-            log.info(
-                "denoiser step %d  loss %.4f  (%.0f s)",
-                step,
-                running / (1 - 0.98**step),
-                time.monotonic() - start,
-            )
-    log.info("denoiser: %d steps in %.1f min", step, (time.monotonic() - start) / 60)
+        losses.add(step, loss)
+    _log_finished("denoiser", step, start)
     return ema
 
 
 MINUTES = {"vae": 14.0, "decoder": 25.0, "denoiser": 45.0}  # the shipped run's wall budgets
-DECODER_SEED_OFFSET = (
-    3  # `all`: the decoder stage draws other clips than the VAE (seed) and denoiser (seed + 1)
-)
+# `all`: the decoder stage draws other clips than the VAE (seed) and denoiser (seed + 1)
+DECODER_SEED_OFFSET = 3
 
 
 def main(argv: list[str] | None = None) -> None:
