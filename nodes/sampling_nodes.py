@@ -169,9 +169,8 @@ class ToraSampler:
         unique_id=None,
     ):
         config = model.config
-        check_generation_size(
-            width, height, frames, warn=False
-        )  # sample_latents warns against the model's size
+        # no size warning here: sample_latents warns against the model's own trained size
+        check_generation_size(width, height, frames, warn=False)
         text = text_embedding(positive, "positive", config.max_text_len, config.text_dim)
         uncond = text_embedding(negative, "negative", config.max_text_len, config.text_dim)
         if motion is not None:

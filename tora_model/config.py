@@ -69,11 +69,10 @@ class ToraConfig:
             raise ConfigError(
                 "use_learned_pos_embed=True needs a config with has_learned_pos_embed=True (I2V)"
             )
-        if self.vae_spatial_compression < 1 or self.vae_spatial_compression & (
-            self.vae_spatial_compression - 1
-        ):
+        compression = self.vae_spatial_compression
+        if compression < 1 or compression & (compression - 1):
             raise ConfigError(
-                f"vae_spatial_compression must be a power of two (8 for CogVideoX), got {self.vae_spatial_compression}"
+                f"vae_spatial_compression must be a power of two (8 for CogVideoX), got {compression}"
             )
         if self.backbone not in BACKBONES:
             raise ConfigError(f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
