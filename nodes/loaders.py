@@ -19,8 +19,9 @@ from ..tora_model import keymaps
 from ..tora_model.checkpoint_files import read_state_dict
 from ..tora_model.checkpoints import infer_config, inspect_checkpoint, is_st_dit_file, load_transformer
 from ..tora_model.errors import CheckpointError, ConfigError
+from ..tora_model.offload import enable_block_swap, store_block_linears
 from ..tora_model.vae_loading import load_vae
-from . import comfy_glue, memory
+from . import comfy_glue
 from .text_encoder import load_text_encoder
 from .types import ATTENTIONS, OFFLOAD_POLICIES, PRECISIONS, ToraModel, ToraVAE
 
@@ -180,7 +181,7 @@ class LoadToraModel:
         transformer = self._transformer(path, split, precision, attention)
         swapped = []
         if offload == "block_swap" and blocks_to_swap > 0:
-            swapped = memory.enable_block_swap(
+            swapped = enable_block_swap(
                 transformer.transformer_blocks,
                 blocks_to_swap,
                 comfy_glue.compute_device(),
@@ -199,7 +200,7 @@ class LoadToraModel:
             path, dtype=compute, device=comfy_glue.offload_device(), motion_source=split
         )
         if storage != compute:
-            memory.store_block_linears(transformer.transformer_blocks, storage)
+            store_block_linears(transformer.transformer_blocks, storage)
         if attention == "comfy":
             kernel = comfy_glue.comfy_attention()
             if kernel is None:

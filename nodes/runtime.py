@@ -2,7 +2,7 @@
 
 Whole models go through ComfyUI's memory manager (ModelPatcher + load_models_gpu), all models a node needs in one
 call so loading the second cannot evict the first. With block swap only the transformer's resident part moves;
-its swapped blocks travel one at a time (memory.py) and everything returns to the offload device afterwards.
+its swapped blocks travel one at a time (tora_model/offload.py) and everything returns to the offload device afterwards.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from contextlib import contextmanager
 
 import torch
 
-from . import comfy_glue, memory
+from ..tora_model import offload
+from . import comfy_glue
 from .types import ToraModel, ToraVAE
 
 
@@ -30,13 +31,13 @@ def on_device(model: ToraModel | None = None, vae: ToraVAE | None = None) -> Ite
         whole.append((model.transformer, model.patcher))
     if swapped:
         extra = sum(comfy_glue.module_bytes(m) for m, _ in whole)
-        comfy_glue.make_room(memory.resident_bytes(model.transformer, swapped) + extra)
-        memory.move_resident(model.transformer, swapped, comfy_glue.compute_device())
+        comfy_glue.make_room(offload.resident_bytes(model.transformer, swapped) + extra)
+        offload.move_resident(model.transformer, swapped, comfy_glue.compute_device())
     device = comfy_glue.load_on_device(whole) if whole else comfy_glue.compute_device()
     try:
         yield device
     finally:
         if swapped:
-            memory.move_resident(model.transformer, swapped, comfy_glue.offload_device())
+            offload.move_resident(model.transformer, swapped, comfy_glue.offload_device())
         for module, patcher in whole:
             comfy_glue.release(module, patcher)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..tora_model.errors import ConfigError
+from .errors import ConfigError
 
 log = logging.getLogger(__name__)
 
