@@ -9,8 +9,10 @@ current frame and the two before it. At the start of a clip the missing past is 
 is processed in temporal chunks, the last two (padded) input frames of each causal convolution are handed to the next
 chunk. That hand-over is the *cache*: a nested dict (child name -> sub-cache, or -> tensor [B, C, 2, H, W] for a
 convolution) that every forward takes as an argument and returns anew. Nothing is stored on the modules.
-Padded convolution inputs are laid out channels-last (memory: no blocked copy inside oneDNN), so activations
-mostly are; results are the same numbers in another memory order.
+On the CPU padded convolution inputs are laid out channels-last (memory: no blocked copy inside oneDNN), so
+activations mostly are; results are the same numbers in another memory order. On other devices (CUDA) they stay
+contiguous: cuDNN convolves either layout, but `group_norm` makes a channels-last input contiguous again, which cost
+two full-size copies per resnet convolution (+21 % peak in the memory trace of issue 16).
 
 Group norms normalise over (channels of a group, T, H, W): their statistics cover every frame of the call, so a
 chunked pass equals a one-pass forward only up to those statistics (see `vae.py`). Activations and the spatial
@@ -70,6 +72,12 @@ def _mul_add_repeated(out: Tensor, scale: Tensor, shift: Tensor) -> None:
     view.mul_(scale[:, :, :, None, :, None]).add_(shift[:, :, :, None, :, None])
 
 
+def padded_layout(device: torch.device) -> torch.memory_format:
+    """Memory layout of padded convolution inputs: channels-last on the CPU (oneDNN convolves it without first
+    copying into its blocked layout), contiguous elsewhere (CUDA's group_norm would copy channels-last back)."""
+    return torch.channels_last_3d if device.type == "cpu" else torch.contiguous_format
+
+
 class CausalConv3d(nn.Module):
     """Conv3d, zero-padded in space, causally padded in time (replicated first frame, or the cache)."""
 
@@ -88,9 +96,8 @@ class CausalConv3d(nn.Module):
         if self.time_pad == 0:
             return x, None
         b, c, t, h, w = x.shape
-        # channels-last: oneDNN convolves it without first copying the input into its blocked layout
         shape = (b, c, t + self.time_pad, h, w)
-        padded = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last_3d)
+        padded = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=padded_layout(x.device))
         padded[:, :, : self.time_pad] = x[:, :, :1] if cache is None else cache  # clip start: repeat frame 0
         padded[:, :, self.time_pad :] = x  # [B, C, T+k-1, H, W]
         return padded, padded[:, :, -self.time_pad :].clone()
