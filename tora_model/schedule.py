@@ -19,6 +19,7 @@ used on any device without host/device syncs.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -121,8 +122,9 @@ class Schedule:
         return len(self.timesteps)
 
 
+@functools.lru_cache(maxsize=16)
 def make_schedule(steps: int, numerics: Numerics = "sat") -> Schedule:
-    """Timesteps and both √ᾱ tables for `steps` denoising steps.
+    """Timesteps and both √ᾱ tables for `steps` denoising steps (host-side numbers; cached, the result is frozen).
 
     numerics="sat": the official SAT inference (sampler table rescaled over the selected steps; x0 from the full table
     at the level nearest to the sampler's value). numerics="diffusers": diffusers' CogVideoX schedulers (full float64
