@@ -128,6 +128,8 @@ def resolve_model(name: str, kinds: Sequence[str]) -> Path:
 
 # ---------------------------------------------------------------------------------------------------------- devices
 
+HOST = torch.device("cpu")
+
 
 def compute_device() -> torch.device:
     if HAS_COMFY:
@@ -136,20 +138,52 @@ def compute_device() -> torch.device:
 
 
 def offload_device() -> torch.device:
+    """Where ComfyUI keeps models between nodes: the CPU, or the GPU itself under --highvram / --gpu-only."""
     if HAS_COMFY:
         return mm.unet_offload_device()
-    return torch.device("cpu")
+    return HOST
 
 
 def output_device() -> torch.device:
     """Where IMAGE/LATENT tensors handed to other nodes live."""
     if HAS_COMFY:
         return mm.intermediate_device()
-    return torch.device("cpu")
+    return HOST
+
+
+def vram_flag() -> str | None:
+    """The ComfyUI memory flag in effect ("--novram", "--lowvram", "--highvram", "--gpu-only"), None without one.
+
+    Read from ComfyUI's resulting state (comfy.model_management.vram_state), so a flag ComfyUI overrode (e.g.
+    --lowvram on a card where it is unavailable) does not count.
+    """
+    if not HAS_COMFY:
+        return None
+    from comfy.cli_args import args
+
+    state = mm.vram_state.name
+    if state == "HIGH_VRAM":
+        return "--gpu-only" if args.gpu_only else "--highvram"
+    return {"NO_VRAM": "--novram", "LOW_VRAM": "--lowvram"}.get(state)
+
+
+def supports_bf16(device: torch.device) -> bool:
+    """ComfyUI's own answer (should_use_bf16) inside ComfyUI; outside, what torch says about the device."""
+    if HAS_COMFY:
+        return bool(mm.should_use_bf16(device))
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu"
 
 
 def module_bytes(module: torch.nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
+
+
+def weights_device(module: torch.nn.Module) -> torch.device:
+    """Where a module's weights really are (its first parameter); ComfyUI's records may say otherwise."""
+    first = next(module.parameters(), None)
+    return first.device if first is not None else compute_device()
 
 
 def wrap_model(module: torch.nn.Module, size_bytes: int | None = None):
@@ -162,32 +196,47 @@ def wrap_model(module: torch.nn.Module, size_bytes: int | None = None):
     )
 
 
-def load_on_device(modules: Sequence[tuple[torch.nn.Module, object]]) -> torch.device:
-    """Put whole models on the compute device together; inside ComfyUI its memory manager evicts others first.
+def load_models(patchers: Sequence[object], memory_required: int, minimum_memory_required: int) -> None:
+    """ComfyUI loads these patchers' models whole and first unloads others until weights plus `memory_required`
+    bytes of activations fit (at least `minimum_memory_required`), as core's sampling asks.
 
-    Loaded fully (force_full_load): the pack's layers are plain torch modules, which ComfyUI's partial (lowvram)
-    loading cannot split; fp8 storage and block swap are the pack's own ways to fit a small card.
+    force_full_load: the pack's layers are plain torch modules, which ComfyUI's partial (lowvram) loading cannot
+    split; fp8 storage and block swap are the pack's own ways to fit a small card.
     """
-    patchers = [patcher for _, patcher in modules if patcher is not None]
-    if patchers:
-        mm.load_models_gpu(patchers, force_full_load=True)
-    for module, patcher in modules:
-        if patcher is None:
-            module.to(compute_device())
-    return compute_device()
+    mm.load_models_gpu(
+        list(patchers),
+        memory_required=memory_required,
+        minimum_memory_required=minimum_memory_required,
+        force_full_load=True,
+    )
 
 
-def make_room(num_bytes: int) -> None:
-    """Ask ComfyUI to unload other models until `num_bytes` fit on the compute device (no-op outside ComfyUI)."""
-    if HAS_COMFY:
-        mm.free_memory(num_bytes, mm.get_torch_device())
+def make_room(num_bytes: int, device: torch.device) -> None:
+    """Ask ComfyUI to unload other models until `num_bytes` fit on `device` (no-op outside ComfyUI)."""
+    if HAS_COMFY and device.type != "cpu":
+        mm.free_memory(num_bytes + mm.extra_reserved_memory(), device)
 
 
-def release(module: torch.nn.Module, patcher) -> None:
-    """After a node finished with a model: outside ComfyUI move it back to the CPU; inside, ComfyUI decides."""
+def unload(patcher) -> None:
+    """Take one model out of ComfyUI's loaded list (its weights go to the patcher's offload device).
+
+    For failure paths: ComfyUI 0.3.64 has no public call for one model, so this walks `current_loaded_models`.
+    """
     if patcher is None:
-        module.to(offload_device())
-    empty_cache()
+        return
+    for index, loaded in enumerate(list(mm.current_loaded_models)):
+        if loaded.model is patcher:
+            mm.current_loaded_models.pop(index)
+            loaded.model_unload()
+            return
+    patcher.detach()
+
+
+def loaded_bytes(patcher) -> int:
+    """Bytes ComfyUI's records show of this patcher's model on its load device (0 when not in its loaded list)."""
+    if patcher is None or not HAS_COMFY:
+        return 0
+    return sum(m.model_loaded_memory() for m in mm.current_loaded_models if m.model is patcher)
 
 
 def empty_cache() -> None:

@@ -178,27 +178,31 @@ class LoadToraModel:
         vae_source = (
             _vae_inside(path) if vae == FROM_MODEL else comfy_glue.resolve_model(vae, comfy_glue.VAE_FOLDERS)
         )
+        device = comfy_glue.compute_device()
+        check_precision(precision, device)
         transformer = self._transformer(path, split, precision, attention)
         swapped = []
         if offload == "block_swap" and blocks_to_swap > 0:
+            if comfy_glue.vram_flag() in ("--highvram", "--gpu-only"):
+                log.info(
+                    "%s keeps models on the GPU; block swap still keeps %d blocks in CPU memory as chosen",
+                    comfy_glue.vram_flag(),
+                    blocks_to_swap,
+                )
             swapped = enable_block_swap(
-                transformer.transformer_blocks,
-                blocks_to_swap,
-                comfy_glue.compute_device(),
-                comfy_glue.offload_device(),
+                transformer.transformer_blocks, blocks_to_swap, device, comfy_glue.HOST
             )
         patcher = None if swapped else comfy_glue.wrap_model(transformer)
         compute = transformer.dtype
-        handle = ToraModel(transformer, patcher, compute, precision, attention, len(swapped), model)
+        handle = ToraModel(transformer, patcher, compute, precision, attention, len(swapped), model, device)
         return (handle, load_tora_vae(vae_source, compute))
 
     @staticmethod
     def _transformer(path: Path, split: Path | None, precision: str, attention: str) -> torch.nn.Module:
         storage = PRECISIONS[precision]
         compute = torch.bfloat16 if storage == torch.float8_e4m3fn else storage
-        transformer = load_transformer(
-            path, dtype=compute, device=comfy_glue.offload_device(), motion_source=split
-        )
+        # built in CPU memory even under --highvram: fp8 storage converts there, ComfyUI moves the result
+        transformer = load_transformer(path, dtype=compute, device=comfy_glue.HOST, motion_source=split)
         if storage != compute:
             store_block_linears(transformer.transformer_blocks, storage)
         if attention == "comfy":
@@ -210,8 +214,27 @@ class LoadToraModel:
         return transformer
 
 
+def check_precision(precision: str, device: torch.device) -> None:
+    """Refuse a compute precision the device cannot run, and warn that fp16 overflows in this model.
+
+    bf16 (also fp8 storage, which computes in bf16) needs bf16 support (ComfyUI's should_use_bf16: Ampere or newer
+    on NVIDIA, no RDNA2 on AMD). fp16 is allowed with a warning: CogVideoX-5B was released in bf16 (its authors
+    recommend bf16 for the 5B model) and fp16's range ends at 65504; the sampler node refuses a non-finite result.
+    """
+    if precision in ("bf16", "fp8_e4m3fn") and device.type != "cpu" and not comfy_glue.supports_bf16(device):
+        raise ConfigError(
+            f"precision {precision} computes in bf16, which {device} does not support; choose fp32 (exact, twice "
+            "the memory) or fp16 (may overflow to NaN/black frames with this model)"
+        )
+    if precision == "fp16":
+        log.warning(
+            "precision fp16: CogVideoX-5B / Tora was trained in bf16 and can overflow in fp16 (NaN, black frames); "
+            "use bf16 where the GPU supports it"
+        )
+
+
 def load_tora_vae(source: Path, dtype: torch.dtype) -> ToraVAE:
-    vae = load_vae(source, dtype=dtype, device=comfy_glue.offload_device())
+    vae = load_vae(source, dtype=dtype, device=comfy_glue.HOST)
     return ToraVAE(vae, comfy_glue.wrap_model(vae), dtype, str(source))
 
 

@@ -2,18 +2,31 @@
 
 The flow video is rendered at the generation size, VAE-encoded and run through the trajectory extractor once;
 the TORA_MOTION value (`MotionGuidance`, frozen) carries the 42 features plus strength and the step window.
+On the GPU one thing at a time: the VAE alone while it encodes, then the trajectory extractor alone (tens of MiB;
+the 42 blocks and their fusers stay where they are). The features are handed on from ComfyUI's intermediate
+device (CPU memory unless --gpu-only), where its output cache can afford them; the sampler moves them over.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import numpy as np
 import torch
 
 from ..tora_model.errors import ConfigError
-from ..tora_model.motion_guidance import motion_from_flow, motion_from_trajectory
+from ..tora_model.memory_estimate import extractor_bytes, flow_encode_bytes
+from ..tora_model.motion_guidance import (
+    FLOW_ENCODINGS,
+    check_motion_model,
+    encode_flow_video,
+    flow_encoding_chunk,
+    guidance_from_latents,
+    trajectory_flow_rgb,
+)
 from ..tora_model.pipeline import check_generation_size
+from ..tora_model.vae import Tiling
 from . import comfy_glue, drawing, runtime
 from .trajectory_nodes import FRAMES, RESAMPLE_MODES, SIZE
 
@@ -92,6 +105,16 @@ class TrajectoryToMotionLatent:
                 ),
             },
             "optional": {
+                "flow_encoding": (
+                    list(FLOW_ENCODINGS),
+                    {
+                        "default": "sat",
+                        "tooltip": "How the VAE reads the flow video. sat (default): all frames in one pass, as the "
+                        "official SAT code (and the bundled tiny model's training). diffusers: 8-frame chunks as the "
+                        "official diffusers-version pipeline; about a quarter of the VAE's memory at 49 frames. Both "
+                        "are the same up to 9 frames; from 17 frames the motion latents (and so the video) differ.",
+                    },
+                ),
                 "trajectory": (
                     "TORA_TRAJECTORY",
                     {"tooltip": "Trajectory from Trajectory Canvas / Load Trajectory."},
@@ -123,10 +146,49 @@ class TrajectoryToMotionLatent:
         end_percent,
         resample,
         tiling,
+        flow_encoding="sat",
         trajectory=None,
         flow_images=None,
     ):
         check_generation_size(width, height, frames, trained_size=model.transformer.config.trained_size)
+        self._check_sources(trajectory, flow_images, width, height)
+        check_motion_model(model.transformer, vae.vae)
+        chunk = flow_encoding_chunk(flow_encoding)
+        if trajectory is not None:
+            mode = "auto" if resample == "auto" else resample
+            flow_rgb = trajectory_flow_rgb(
+                trajectory, num_frames=frames, width=width, height=height, mode=mode
+            )
+        else:
+            flow_rgb = self._flow_video(flow_images, width, height, frames)
+        generator = torch.Generator("cpu").manual_seed(ENCODE_SEED)
+        tiles = Tiling() if tiling else None
+        size = (width, height, frames)
+        encode_bytes = flow_encode_bytes(
+            vae.vae.config, *size, vae.dtype, tiling=tiles, frames_per_chunk=chunk
+        )
+        with runtime.on_device(runtime.vae_plan(vae, encode_bytes)):
+            latents = encode_flow_video(
+                vae.vae, flow_rgb, generator=generator, tiling=tiling, encoding=flow_encoding
+            )  # [1, T, 16, h, w] float32
+        extract_bytes = extractor_bytes(model.config, *size, model.compute_dtype)
+        with runtime.on_device(runtime.extractor_plan(model, extract_bytes)):
+            motion = guidance_from_latents(
+                model.transformer,
+                latents,
+                num_frames=frames,
+                height=height,
+                width=width,
+                strength=strength,
+                start=start_percent,
+                end=end_percent,
+            )
+        kept = tuple(f.to(comfy_glue.output_device()) for f in motion.features)
+        preview = torch.from_numpy(np.asarray(flow_rgb)).float() / 255.0  # [F, H, W, 3] in [0, 1]
+        return (dataclasses.replace(motion, features=kept), preview.to(comfy_glue.output_device()))
+
+    @staticmethod
+    def _check_sources(trajectory, flow_images, width: int, height: int) -> None:
         if (trajectory is None) == (flow_images is None):
             found, fix = (
                 ("both are connected", "disconnect one of them")
@@ -145,28 +207,6 @@ class TrajectoryToMotionLatent:
                 width,
                 height,
             )
-        generator = torch.Generator("cpu").manual_seed(ENCODE_SEED)
-        settings = dict(strength=strength, start=start_percent, end=end_percent, tiling=tiling)
-        with runtime.on_device(model, vae):
-            if trajectory is not None:
-                motion, flow_rgb = motion_from_trajectory(
-                    model.transformer,
-                    vae.vae,
-                    trajectory,
-                    num_frames=frames,
-                    width=width,
-                    height=height,
-                    mode=None if resample == "auto" else resample,
-                    generator=generator,
-                    **settings,
-                )
-            else:
-                flow_rgb = self._flow_video(flow_images, width, height, frames)
-                motion = motion_from_flow(
-                    model.transformer, vae.vae, flow_rgb, generator=generator, **settings
-                )
-        preview = torch.from_numpy(np.asarray(flow_rgb)).float() / 255.0  # [F, H, W, 3] in [0, 1]
-        return (motion, preview.to(comfy_glue.output_device()))
 
     @staticmethod
     def _flow_video(images: torch.Tensor, width: int, height: int, frames: int) -> np.ndarray:

@@ -13,6 +13,7 @@ import torch
 from einops import rearrange
 
 from ..tora_model.errors import ConfigError, GenerationInterrupted
+from ..tora_model.memory_estimate import flow_encode_bytes, sampler_step_bytes, vae_decode_bytes
 from ..tora_model.pipeline import (
     check_generation_size,
     check_vae_pairing,
@@ -20,6 +21,7 @@ from ..tora_model.pipeline import (
     encode_image_latents,
     sample_latents,
 )
+from ..tora_model.vae import Tiling
 from . import comfy_glue, runtime
 from .trajectory_nodes import FRAMES, SIZE
 
@@ -179,7 +181,7 @@ class ToraSampler:
         generator = torch.Generator("cpu").manual_seed(seed)
         image_latents = self._image_latents(model, start_image, vae, width, height, frames, generator)
         progress = comfy_glue.Progress(steps, unique_id)
-        with runtime.on_device(model) as device:
+        with runtime.on_device(self._plan(model, width, height, frames, motion is not None)) as device:
             try:
                 latents = sample_latents(
                     model.transformer,
@@ -201,8 +203,21 @@ class ToraSampler:
             except GenerationInterrupted:
                 comfy_glue.raise_interrupt()  # ComfyUI's own "interrupted" exception when running inside it
                 raise
+        if model.compute_dtype == torch.float16 and not torch.isfinite(latents).all():
+            raise ConfigError(
+                "the fp16 run overflowed (the latents hold NaN/inf): this model was released in bf16; load it with "
+                "precision bf16 (or fp8_e4m3fn, or fp32 on GPUs without bf16)"
+            )
         samples = rearrange(latents, "b t c h w -> b c t h w")  # [1, 16, T, h, w]
         return ({"samples": samples.to(comfy_glue.output_device())},)
+
+    @staticmethod
+    def _plan(model, width: int, height: int, frames: int, motion: bool) -> runtime.Plan:
+        """Weights plus one step's activations with the CFG batch (minimum: batch 1), as core's sampling asks."""
+        size = dict(dtype=model.compute_dtype, motion=motion, weight_upcast=model.storage == "fp8_e4m3fn")
+        needed = sampler_step_bytes(model.config, width, height, frames, 2, **size)
+        minimum = sampler_step_bytes(model.config, width, height, frames, 1, **size)
+        return runtime.transformer_plan(model, needed, minimum)
 
     @staticmethod
     def _image_latents(model, start_image, vae, width, height, frames, generator):
@@ -218,7 +233,8 @@ class ToraSampler:
                 "this is an I2V checkpoint: connect a start_image and the vae (or load the T2V weights)"
             )
         check_vae_pairing(model.transformer, vae.vae)
-        with runtime.on_device(vae=vae):
+        needed = flow_encode_bytes(vae.vae.config, width, height, 1, vae.dtype)
+        with runtime.on_device(runtime.vae_plan(vae, needed)):
             return encode_image_latents(
                 vae.vae, start_image[0], width=width, height=height, num_frames=frames, generator=generator
             )
@@ -255,7 +271,14 @@ class MotionVAEDecode:
             raise ConfigError(
                 f"expected Tora latents [B, 16, T, h, w] from Tora Sampler, got {list(latents.shape)}"
             )
-        with runtime.on_device(vae=vae) as device:
+        compression = vae.vae.config.spatial_compression
+        size = (
+            latents.shape[-1] * compression,
+            latents.shape[-2] * compression,
+            (latents.shape[2] - 1) * 4 + 1,
+        )
+        needed = vae_decode_bytes(vae.vae.config, *size, vae.dtype, tiling=Tiling() if tiling else None)
+        with runtime.on_device(runtime.vae_plan(vae, needed)) as device:
             frames = [
                 decode_latents(
                     vae.vae,

@@ -16,7 +16,7 @@ import torch
 
 from ..tora_model.checkpoint_files import read_state_dict
 from ..tora_model.text import TOKENIZER_FILES, T5TextEncoder, t5_weights
-from . import comfy_glue
+from . import comfy_glue, runtime
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +30,9 @@ class TextEncoder:
 
     def encode(self, prompt: str) -> torch.Tensor:
         """[1, max_length, d_model] float32 last hidden state: padded to max length, no attention mask."""
-        device = comfy_glue.load_on_device([(self.encoder, self.patcher)])
-        try:
+        plan = runtime.Plan(comfy_glue.compute_device(), whole=[(self.encoder, self.patcher)])
+        with runtime.on_device(plan) as device:
             return self.encoder.encode([prompt], device=device).float()
-        finally:
-            comfy_glue.release(self.encoder, self.patcher)
 
 
 def load_text_encoder(path: Path, max_length: int):
@@ -46,9 +44,7 @@ def load_text_encoder(path: Path, max_length: int):
                 log.warning("a ComfyUI CLIP always gives Tora's 226 tokens; tokens=%d is ignored", max_length)
             return clip
     tokenizer = None if path.is_dir() else tokenizer_near(path)
-    encoder = T5TextEncoder.load(
-        path, tokenizer=tokenizer, device=comfy_glue.offload_device(), max_length=max_length
-    )
+    encoder = T5TextEncoder.load(path, tokenizer=tokenizer, device=comfy_glue.HOST, max_length=max_length)
     return TextEncoder(encoder, comfy_glue.wrap_model(encoder))
 
 

@@ -26,10 +26,12 @@ OFFLOAD_POLICIES = ("comfy", "block_swap")
 class ToraModel:
     """A loaded Tora transformer (DiT + trajectory extractor + fusers) and how to run it.
 
-    transformer: the `ToraTransformer`; its parameters live on `offload` between runs.
+    transformer: the `ToraTransformer`; between runs its parameters live where ComfyUI keeps models (the CPU, or the
+    GPU under --highvram), its swapped blocks in CPU memory.
     patcher: ComfyUI ModelPatcher that lets ComfyUI load/evict it (None outside ComfyUI and with block swap).
     compute_dtype: dtype activations run in (bf16 for fp8 storage); storage: the precision name chosen.
-    swapped_blocks: transformer blocks that stay on the offload device and visit the GPU one at a time.
+    swapped_blocks: transformer blocks that stay in CPU memory and visit the GPU one at a time.
+    device: the compute device chosen at load time (block swap's hooks target it); None = ComfyUI's current one.
     """
 
     transformer: nn.Module
@@ -39,6 +41,7 @@ class ToraModel:
     attention: str
     swapped_blocks: int
     source: str
+    device: torch.device | None = None
 
     @property
     def config(self):

@@ -7,6 +7,13 @@ optimisation). One encoding serves both CFG branches, as in the diffusers versio
 independent posterior noise). The step window (`start`/`end`) and `strength` are the per-run settings ComfyUI users
 know from other Tora packs.
 
+Two official ways to encode the flow video (`FLOW_ENCODINGS`), equal up to 9 frames and different from 17 frames
+up, because the VAE's group norms take statistics over the frames of one call: the SAT code encodes all frames in
+one pass (the default here, and what the bundled tiny model was trained with); the diffusers-version pipeline
+encodes them in 8-frame chunks [0:9], [9:17], … with the causal cache (a quarter of the activation memory at 49
+frames). The flow video, the VAE encode and the extractor are separate steps, so a caller can hold only one of the
+VAE or the extractor on the GPU at a time.
+
 Layouts: flow RGB video uint8 [F, H, W, 3] (F = 8k + 1); VAE input [1, 3, F, H, W] in [-1, 1]; motion latents
 [1, T, 16, H/8, W/8] with T = (F - 1) // 4 + 1; features: one tensor per transformer block,
 [(B·T), motion_channels, H/16, W/16] with B = 1.
@@ -30,6 +37,9 @@ from .resample import resample
 from .vae import SCALE
 
 log = logging.getLogger(__name__)
+
+# Frames per VAE pass when encoding the flow video: None = one pass (SAT), 8 = diffusers-version chunks.
+FLOW_ENCODINGS: dict[str, int | None] = {"sat": None, "diffusers": 8}
 
 
 @dataclass(frozen=True, eq=False)
@@ -94,22 +104,78 @@ def _flow_video_tensor(flow_rgb: np.ndarray | torch.Tensor) -> torch.Tensor:
     return video
 
 
+def flow_encoding_chunk(encoding: str) -> int | None:
+    """Frames per VAE pass of a `FLOW_ENCODINGS` name; a clear error for anything else."""
+    if encoding not in FLOW_ENCODINGS:
+        raise ConfigError(
+            f"flow encoding must be one of {sorted(FLOW_ENCODINGS)} (sat: one pass as the SAT code; diffusers: "
+            f"8-frame chunks as the diffusers-version pipeline), got {encoding!r}"
+        )
+    return FLOW_ENCODINGS[encoding]
+
+
 def encode_flow_video(
-    vae, flow_rgb: np.ndarray | torch.Tensor, *, generator: torch.Generator, tiling: bool | str = "auto"
+    vae,
+    flow_rgb: np.ndarray | torch.Tensor,
+    *,
+    generator: torch.Generator,
+    tiling: bool | str = "auto",
+    encoding: str = "sat",
 ) -> torch.Tensor:
-    """Colour-coded flow video uint8 [F, H, W, 3] → motion latents [1, T, 16, H/c, W/c] (c = VAE spatial compression) (posterior sample × 0.7)."""
+    """Colour-coded flow video uint8 [F, H, W, 3] → motion latents [1, T, 16, H/c, W/c] (c = VAE spatial
+    compression) (posterior sample × 0.7); `encoding` names the frame chunking (`FLOW_ENCODINGS`)."""
+    per_chunk = flow_encoding_chunk(encoding)
     video = _flow_video_tensor(flow_rgb)
     device, dtype = placement(vae)
     pixels = flow_video_to_vae_input(video, dtype=dtype, device=device)  # [1, 3, F, H, W] in [-1, 1]
     with torch.no_grad():
         posterior = vae.encode(
             pixels,
+            frames_per_chunk=per_chunk,
             tiling=vae_tiling(
                 vae, tiling, tuple(n // vae.config.spatial_compression for n in video.shape[1:3])
             ),
         )
         latents = posterior.sample(generator) * SCALE  # [1, 16, T, h, w]
     return rearrange(latents.float(), "b c t h w -> b t c h w")  # [1, T, 16, h, w]
+
+
+def check_motion_model(model, vae) -> None:
+    """Raise ConfigError unless `model` has the Tora motion modules and `vae` makes its latent grid."""
+    if not model.config.has_motion_modules:
+        raise ConfigError(
+            "this transformer has no Tora motion modules (traj_extractor / fuser weights); load a Tora checkpoint "
+            "to use trajectories, or generate without motion guidance"
+        )
+    check_vae_pairing(model, vae)
+
+
+def guidance_from_latents(
+    model,
+    latents: torch.Tensor,
+    *,
+    num_frames: int,
+    height: int,
+    width: int,
+    strength: float = 1.0,
+    start: float = 0.0,
+    end: float = 1.0,
+) -> MotionGuidance:
+    """Run the trajectory extractor once on motion latents [1, T, 16, h, w]; features on the extractor's device,
+    in the model's compute dtype (only `model.traj_extractor` needs to be on the compute device)."""
+    device = next(model.traj_extractor.parameters()).device
+    with torch.no_grad():
+        features = model.extract_motion(latents.to(device=device, dtype=model.dtype))
+    log.info("motion features: %d blocks of %s", len(features), tuple(features[0].shape))
+    return MotionGuidance(
+        features=tuple(features),
+        num_frames=num_frames,
+        height=height,
+        width=width,
+        strength=strength,
+        start=start,
+        end=end,
+    )
 
 
 def motion_from_flow(
@@ -122,30 +188,26 @@ def motion_from_flow(
     start: float = 0.0,
     end: float = 1.0,
     tiling: bool | str = "auto",
+    encoding: str = "sat",
 ) -> MotionGuidance:
     """Encode a colour-coded flow video and run the trajectory extractor once; features in the model dtype/device."""
-    if not model.config.has_motion_modules:
-        raise ConfigError(
-            "this transformer has no Tora motion modules (traj_extractor / fuser weights); load a Tora checkpoint "
-            "to use trajectories, or generate without motion guidance"
-        )
-    check_vae_pairing(model, vae)
+    check_motion_model(model, vae)
     video = _flow_video_tensor(flow_rgb)
     frames, height, width = video.shape[:3]
-    latents = encode_flow_video(vae, video, generator=generator, tiling=tiling)  # [1, T, 16, h, w]
-    device, dtype = placement(model)
-    with torch.no_grad():
-        features = model.extract_motion(latents.to(device=device, dtype=dtype))
-    log.info("motion features: %d blocks of %s", len(features), tuple(features[0].shape))
-    return MotionGuidance(
-        features=tuple(features),
-        num_frames=frames,
-        height=height,
-        width=width,
-        strength=strength,
-        start=start,
-        end=end,
+    latents = encode_flow_video(vae, video, generator=generator, tiling=tiling, encoding=encoding)
+    return guidance_from_latents(
+        model, latents, num_frames=frames, height=height, width=width, strength=strength, start=start, end=end
     )
+
+
+def trajectory_flow_rgb(
+    trajectory, *, num_frames: int, width: int, height: int, mode: str = "auto"
+) -> np.ndarray:
+    """Trajectory → per-frame points → Gaussian-spread flow → colour-coded flow video uint8 [F, H, W, 3]."""
+    # "auto" (None for resample): official processing for official .txt trajectories, smooth resampling otherwise.
+    points = resample(trajectory, num_frames, width, height, None if mode == "auto" else mode)  # [N, F, 2]
+    flow = render_flow(points, height, width)  # [F, H, W, 2] float32
+    return flow_to_rgb(flow)  # [F, H, W, 3] uint8
 
 
 def motion_from_trajectory(
@@ -162,13 +224,19 @@ def motion_from_trajectory(
     start: float = 0.0,
     end: float = 1.0,
     tiling: bool | str = "auto",
+    encoding: str = "sat",
 ) -> tuple[MotionGuidance, np.ndarray]:
-    """Trajectory → per-frame points → Gaussian-spread flow → flow RGB → motion guidance; also returns the flow RGB."""
-    # "auto" (None for resample): official processing for official .txt trajectories, smooth resampling otherwise.
-    points = resample(trajectory, num_frames, width, height, None if mode == "auto" else mode)  # [N, F, 2]
-    flow = render_flow(points, height, width)  # [F, H, W, 2] float32
-    flow_rgb = flow_to_rgb(flow)  # [F, H, W, 3] uint8
+    """Trajectory → flow RGB (`trajectory_flow_rgb`) → motion guidance; also returns the flow RGB."""
+    flow_rgb = trajectory_flow_rgb(trajectory, num_frames=num_frames, width=width, height=height, mode=mode)
     motion = motion_from_flow(
-        model, vae, flow_rgb, generator=generator, strength=strength, start=start, end=end, tiling=tiling
+        model,
+        vae,
+        flow_rgb,
+        generator=generator,
+        strength=strength,
+        start=start,
+        end=end,
+        tiling=tiling,
+        encoding=encoding,
     )
     return motion, flow_rgb
