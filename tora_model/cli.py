@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from .demo_models import build_demo_models, demo_trajectory, encode_demo_prompt,
 from .errors import CheckpointError, ConfigError, ToraError, TrajectoryFormatError
 from .motion_guidance import motion_from_trajectory
 from .pipeline import check_generation_size, decode_latents, encode_image_latents, sample_latents
+from .simulated_gpu.plan import add_plan_args, run_plan
 from .trajectory import load_official_txt, load_trajectory_file
 
 log = logging.getLogger("tora_model")
@@ -355,7 +357,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--models", type=Path, default=None, help="folder of trained tiny weights (default: models/tiny_tora)"
     )
     _add_sampling_args(demo, width=96, height=64, frames=17, steps=20)
+    plan = sub.add_parser(
+        "plan",
+        help="simulate the 5B pipeline on a GPU: memory per node, time estimates, settings that fit a card",
+    )
+    add_plan_args(plan)
     return parser
+
+
+def run_plan_command(args: argparse.Namespace) -> None:
+    """Simulate on a fake GPU (no GPU or weights needed) and write the Markdown plan to stdout."""
+    sys.stdout.write(run_plan(args) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -365,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     started = time.perf_counter()
     try:
-        (run_generate if args.command == "generate" else run_demo)(args)
+        {"generate": run_generate, "demo": run_demo, "plan": run_plan_command}[args.command](args)
     except ToraError as err:
         log.error("%s", err)
         return 2

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -30,15 +30,16 @@ from ..config import ToraConfig
 from ..errors import ConfigError
 from ..motion_guidance import MotionGuidance, encode_flow_video
 from ..offload import enable_block_swap, move_resident, store_block_linears
-from ..pipeline import decode_latents, encode_image_latents, sample_latents
+from ..pipeline import LATENT_CHANNELS, decode_latents, encode_image_latents, latent_frames, sample_latents
 from ..schedule import make_schedule
+from ..st_dit import STDiTTransformer
 from ..transformer import build_transformer
 from ..vae import CogVideoXVAE, VAEConfig
 from .accounting import DeviceMemory, StageRecord
 from .fake_cuda import materialize, simulated_cuda
 
 PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp8_e4m3fn": torch.bfloat16}
-T5_TOKENS = 226
+STAGES = ("text", "motion", "sampler", "decode")
 CUDA = torch.device("cuda", 0)
 HOST = torch.device("cpu")
 
@@ -148,7 +149,12 @@ class _Chain:
         with torch.device("meta"):
             self.t5 = T5EncoderModel(models.t5).eval()
             self.vae = CogVideoXVAE(models.vae).eval()
-        self.model = build_transformer(models.transformer, device="meta", dtype=setting.compute_dtype)
+        if models.transformer.backbone == "st_dit":
+            self.model = STDiTTransformer(
+                models.transformer, device="meta", dtype=setting.compute_dtype
+            ).eval()
+        else:
+            self.model = build_transformer(models.transformer, device="meta", dtype=setting.compute_dtype)
 
     def name_modules(self) -> None:
         for module, name in ((self.t5, "t5"), (self.vae, "vae"), (self.model, "transformer")):
@@ -157,9 +163,7 @@ class _Chain:
     def text(self) -> torch.Tensor:
         with self.memory.stage("text encode (T5-XXL alone, then evicted)"), _on_gpu(self.t5, torch.bfloat16):
             self.weights["t5"] = tensor_bytes(self.t5)
-            ids = torch.zeros(1, T5_TOKENS, dtype=torch.int64).to(
-                CUDA
-            )  # [1, 226] token ids from the tokenizer
+            ids = torch.zeros(1, self.models.transformer.max_text_len, dtype=torch.int64).to(CUDA)  # [1, 226]
             with torch.no_grad():
                 embeds = self.t5(input_ids=ids).last_hidden_state  # [1, 226, 4096]
             return embeds.to(HOST)  # CONDITIONING lives on the host between nodes
@@ -173,14 +177,25 @@ class _Chain:
             return []
         return enable_block_swap(self.model.transformer_blocks, self.setting.blocks_to_swap, CUDA, HOST)
 
-    def motion(self) -> MotionGuidance:
-        """VAE + extractor on the GPU: flow video → motion latents → 42 features, kept on the host."""
+    def motion(self, encode: bool = True) -> MotionGuidance:
+        """VAE + extractor on the GPU: flow video → motion latents → 42 features, kept on the host.
+
+        encode=False skips the VAE (zero latents of the right shape): for re-simulating only the sampler.
+        """
         s = self.setting
         extractor = self.model.traj_extractor
         with self.memory.stage("motion (VAE + extractor: flow encode, features)"):
-            with _on_gpu(self.vae, s.compute_dtype):
-                flow_rgb = torch.zeros(s.num_frames, s.height, s.width, 3, dtype=torch.uint8)  # [F, H, W, 3]
-                latents = encode_flow_video(self.vae, flow_rgb, generator=self.generator, tiling=True)
+            if encode:
+                with _on_gpu(self.vae, s.compute_dtype):
+                    flow_rgb = torch.zeros(
+                        s.num_frames, s.height, s.width, 3, dtype=torch.uint8
+                    )  # [F, H, W, 3]
+                    latents = encode_flow_video(self.vae, flow_rgb, generator=self.generator, tiling=True)
+            else:
+                c = self.models.vae.spatial_compression
+                latents = torch.zeros(
+                    1, latent_frames(s.num_frames), LATENT_CHANNELS, s.height // c, s.width // c
+                )
             self.weights["extractor"] = tensor_bytes(extractor)
             extractor.to(CUDA)
             with torch.no_grad():
@@ -238,8 +253,11 @@ class _Chain:
                     decode_latents(self.vae, latents, tiling=tiled)
 
 
-def run_chain(setting: Setting, models: Models | None = None) -> ChainResult:
-    """Simulate every stage of one generation; raises SimulatedGPUError on a device, dtype or sync mistake."""
+def run_chain(
+    setting: Setting, models: Models | None = None, stages: Collection[str] = STAGES
+) -> ChainResult:
+    """Simulate the stages of one generation (all by default); raises SimulatedGPUError on a device, dtype or sync
+    mistake. Without "motion" the sampler still gets motion features, from the extractor alone."""
     models = models or Models.released(setting.variant)
     if models.transformer.is_i2v != (setting.variant == "i2v"):
         raise ConfigError(
@@ -252,12 +270,14 @@ def run_chain(setting: Setting, models: Models | None = None) -> ChainResult:
     chain = _Chain(setting, models)
     with simulated_cuda(), chain.memory as memory:
         chain.name_modules()
-        text = chain.text()
+        config = models.transformer
+        text = chain.text() if "text" in stages else torch.zeros(1, config.max_text_len, config.text_dim)
         swapped = chain.load_model()
         host_model_bytes = memory.live["cpu"]
-        motion = chain.motion() if setting.motion else None
+        motion = chain.motion(encode="motion" in stages) if setting.motion else None
         latents = chain.sample(text, swapped, motion)
-        chain.decode(latents)
+        if "decode" in stages:
+            chain.decode(latents)
         steps = next(r for r in memory.records if r.name == "denoising steps")
     return ChainResult(
         setting,

@@ -214,7 +214,7 @@ def simulated_cuda() -> Iterator[FakeTensorMode]:
     While inside, `Tensor.contiguous` and `nn.Module.to` are replaced by the fake-safe versions above (restored on
     exit): both are called from places no TorchFunctionMode reaches (decompositions, module internals).
     """
-    mode = FakeTensorMode(allow_non_fake_inputs=False)
+    mode = FakeTensorMode(allow_non_fake_inputs=True)  # real constants (cached tables) join as fakes
     bindings = torch.Tensor.contiguous, nn.Module.to
     torch.Tensor.contiguous, nn.Module.to = _contiguous, _module_to
     try:
