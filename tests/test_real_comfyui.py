@@ -1,7 +1,7 @@
 """Real-ComfyUI tier: start ComfyUI 0.3.64 with the pack linked in and run every example workflow over /prompt.
 
 Skipped unless COMFYUI_DIR points at a ComfyUI source tree (e.g. /tmp/comfyui). The server runs from a venv
-(COMFYUI_VENV, default /tmp/tora-comfy-venv; created on first use with the CPU torch pin) in its own base
+(COMFYUI_VENV, default /tmp/tora-comfy-venv; built on first use by tests/comfy_venv.py with the CPU torch pin) in its own base
 directory, so the ComfyUI tree is not modified. Each UI-format workflow is converted to the API format with the
 server's own /object_info, the real model files are swapped for tiny ones written into the base directory (the
 tiny_tora_cpu workflow runs as saved, with the model bundled in the pack, and must finish within a minute), and
@@ -15,7 +15,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.parse
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.comfy_venv import build_server_venv, ensure_venv
 from tests.test_nodes import PACK_ROOT
 from tests.test_nodes_e2e import TOKENS, write_start_image, write_tiny_models
 
@@ -86,27 +86,6 @@ __version__ = "0.0.0+test-shim"
 sys.meta_path.insert(0, _Finder())
 sys.modules[__name__].__class__ = _Module
 '''
-
-
-def ensure_venv() -> Path:
-    """The server's python; the venv is built once (torch pinned so pip never pulls a CUDA build)."""
-    python = VENV / "bin" / "python"
-    if python.exists():
-        return python
-    subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-    requirements = [
-        line
-        for line in (Path(COMFY) / "requirements.txt").read_text().splitlines()
-        if line.strip() not in ("torch", "torchvision", "torchaudio")
-    ]
-    pin = "torch==2.13.0"
-    pip = [str(python), "-m", "pip", "install", "-q"]
-    subprocess.run([*pip, pin], check=True)
-    subprocess.run(
-        [*pip, *requirements, "requests", pin, "-r", str(PACK_ROOT / "requirements.txt")], check=True
-    )
-    subprocess.run([str(python), "-m", "pip", "uninstall", "-y", "-q", "torchvision"], check=False)
-    return python
 
 
 def free_port() -> int:
@@ -248,7 +227,7 @@ def webp_frames(data: bytes) -> list[np.ndarray]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     base = tmp_path_factory.mktemp("comfy_base")
-    python = ensure_venv()
+    python = ensure_venv(VENV, build_server_venv(Path(COMFY)))
     (base / "custom_nodes").mkdir()
     (base / "custom_nodes" / PACK_LINK_NAME).symlink_to(PACK_ROOT, target_is_directory=True)
     write_tiny_models(base / "models")
