@@ -126,7 +126,8 @@ class LoadToraModel:
                     {
                         "default": "comfy",
                         "tooltip": "comfy: ComfyUI loads and evicts the whole model as memory allows. block_swap: "
-                        "the last `blocks_to_swap` blocks stay in CPU memory and visit the GPU one at a time.",
+                        "the last `blocks_to_swap` blocks stay in CPU memory and are copied to the GPU for their "
+                        "turn only, the next one while the current one runs (two of them on the GPU at a time).",
                     },
                 ),
                 "blocks_to_swap": (

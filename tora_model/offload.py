@@ -3,18 +3,21 @@
 Pure torch (no ComfyUI). fp8 storage keeps the weight matrices of every nn.Linear inside the transformer blocks in
 float8_e4m3fn (half the bytes of bf16) and upcasts one layer's weight to the activation dtype right before its
 matmul; norms, biases, embeddings, the extractor and the fusers stay in the compute dtype. Block swap keeps the
-last N transformer blocks on the offload device; a forward pre-hook brings a block to the compute device and a
-forward hook sends it back, so only one swapped block is resident at a time.
+last N transformer blocks in host memory and copies each to the compute device for its own forward only
+(`block_swap.py`). Apply fp8 storage first: block swap copies the blocks' tensors into its host masters once, so the
+masters (and every copy to the GPU) are then fp8, and a tensor replaced later is refused at the next forward.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .block_swap import BlockSwap
 from .errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -42,31 +45,27 @@ def store_block_linears(blocks: nn.ModuleList, storage_dtype: torch.dtype) -> in
     return count
 
 
-def _to_device(device: torch.device):
-    def hook(module: nn.Module, *args) -> None:
-        module.to(device, non_blocking=True)
-
-    return hook
-
-
 def enable_block_swap(
-    blocks: nn.ModuleList, count: int, compute_device: torch.device, offload_device: torch.device
-) -> list[nn.Module]:
-    """Swap the last `count` blocks in and out around their forward; returns the swapped blocks."""
+    blocks: nn.ModuleList,
+    count: int,
+    compute_device: torch.device,
+    offload_device: torch.device,
+    prefetch: bool | None = None,
+) -> BlockSwap:
+    """Swap the last `count` blocks in around their forward; returns the handle (a sequence of the swapped blocks).
+
+    The handle's `release()` drops any copy left on the compute device, `stats` counts bytes moved, `close()` undoes
+    it. `prefetch` (default: for a "cuda" compute device) copies one block ahead, on a side stream on real CUDA.
+    """
     if not 0 <= count <= len(blocks):
         raise ConfigError(
             f"blocks_to_swap must be between 0 and {len(blocks)} for this model (it has {len(blocks)} blocks), "
             f"got {count}"
         )
-    swapped = list(blocks)[len(blocks) - count :]
-    for block in swapped:
-        block.to(offload_device)
-        block.register_forward_pre_hook(_to_device(compute_device))
-        block.register_forward_hook(_to_device(offload_device))
-    return swapped
+    return BlockSwap(blocks, count, compute_device, offload_device, prefetch)
 
 
-def move_resident(model: nn.Module, swapped: list[nn.Module], device: torch.device) -> None:
+def move_resident(model: nn.Module, swapped: Sequence[nn.Module], device: torch.device) -> None:
     """Move every parameter and buffer of `model` except those of the swapped blocks to `device`."""
     skip = {id(t) for block in swapped for t in [*block.parameters(), *block.buffers()]}
     for module in model.modules():
@@ -78,10 +77,12 @@ def move_resident(model: nn.Module, swapped: list[nn.Module], device: torch.devi
                 module._buffers[name] = buffer.to(device)
 
 
-def resident_bytes(model: nn.Module, swapped: list[nn.Module]) -> int:
-    """Bytes that must fit on the compute device: everything but the swapped blocks, plus one swapped block."""
+def resident_bytes(model: nn.Module, swapped: Sequence[nn.Module]) -> int:
+    """Bytes that must fit on the compute device: everything but the swapped blocks, plus two swapped blocks
+    (the one running and the next one being copied ahead)."""
 
     def size(m: nn.Module) -> int:
         return sum(t.numel() * t.element_size() for t in [*m.parameters(), *m.buffers()])
 
-    return size(model) - sum(size(b) for b in swapped) + (size(swapped[0]) if swapped else 0)
+    visiting = sorted((size(b) for b in swapped), reverse=True)[:2]
+    return size(model) - sum(size(b) for b in swapped) + sum(visiting)
