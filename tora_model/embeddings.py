@@ -122,16 +122,28 @@ def rope_tables(grid: tuple[int, int, int], dims: tuple[int, int, int], device=N
     return table.cos(), table.sin()
 
 
-@functools.lru_cache(maxsize=16)
 def cached_rope_tables(
     grid: tuple[int, int, int], dims: tuple[int, int, int], device: torch.device, dtype: torch.dtype
 ) -> tuple[Tensor, Tensor]:
-    """`rope_tables` cast to `dtype`, built once per (grid, dims, device, dtype) and shared: treat them as read-only.
+    """`rope_tables` cast to `dtype`; on the host built once per (grid, dims, dtype) and shared: treat as read-only.
 
-    Every denoising step of a generation uses the same grid, so the tables are not rebuilt per forward. A pure
-    memoised function (lru_cache is thread-safe) rather than module state; the tables are ordinary tensors even when
-    first requested under inference mode, so a later autograd run may use them.
+    Every denoising step of a generation uses the same grid, so on the CPU the tables are not rebuilt per forward.
+    Tables on a GPU are never cached: a module-level cache would hold device memory after the node finished, which
+    ComfyUI can neither see nor evict (the simulated-GPU node test found 4.3 MiB per size at 720×480×49); building
+    them there is a few elementwise kernels per forward.
     """
+    if torch.device(device).type == "cpu":
+        return _host_rope_tables(grid, dims, dtype)
+    return _rope_tables_as(grid, dims, device, dtype)
+
+
+@functools.lru_cache(maxsize=16)
+def _host_rope_tables(grid: tuple[int, int, int], dims: tuple[int, int, int], dtype: torch.dtype):
+    return _rope_tables_as(grid, dims, torch.device("cpu"), dtype)
+
+
+def _rope_tables_as(grid, dims, device, dtype) -> tuple[Tensor, Tensor]:
+    # ordinary tensors even when first requested under inference mode, so a later autograd run may use them
     with torch.inference_mode(False):
         cos, sin = rope_tables(grid, dims, device)  # [T·H·W, head_dim] float32 each
         return cos.to(dtype), sin.to(dtype)

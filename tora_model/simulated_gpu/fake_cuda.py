@@ -24,12 +24,15 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch._subclasses.fake_tensor import FakeTensorMode
+from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode, unset_fake_temporarily
 from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 from ..errors import ToraError
 
 aten = torch.ops.aten
+REAL_HOST_FACTORY_BYTES = 64 * 2**20
 NO_CUDA_MESSAGE = "not linked with support for cuda devices"
 FUSED_ATTENTION_DTYPES = (
     torch.float16,
@@ -200,11 +203,40 @@ def _module_to(module: nn.Module, *args, **kwargs) -> nn.Module:
                 if tensor is None:
                     continue
                 cast = dtype if dtype is not None and tensor.is_floating_point() else None
-                moved = tensor.to(device=device, dtype=cast, non_blocking=non_blocking)
+                with torch.no_grad():  # as Module._apply: a moved weight records no autograd history
+                    moved = tensor.to(device=device, dtype=cast, non_blocking=non_blocking)
                 if moved is not tensor:
                     is_param = isinstance(tensor, nn.Parameter)
                     table[name] = nn.Parameter(moved, tensor.requires_grad) if is_param else moved
     return module
+
+
+class _HostDataStaysReal(TorchDispatchMode):
+    """Host-side preprocessing runs for real: it branches on data (which pixels move, a start image's range) that
+    fake tensors do not carry, and ends in numpy.
+
+    An op runs for real when its tensor inputs are all real host tensors, and a factory call without tensor inputs
+    when it makes a host tensor under `REAL_HOST_FACTORY_BYTES` (a flow video at 720×480×49 is 48 MiB). Larger host
+    buffers (weights, block-swap masters) and everything that touches a fake tensor stay fake, so the simulation
+    itself stays small.
+    """
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        tensors = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
+        target = kwargs.get("device")
+        leaves_host = target is not None and torch.device(target).type != "cpu"
+        if leaves_host or any(isinstance(t, FakeTensor) or t.device.type != "cpu" for t in tensors):
+            return func(*args, **kwargs)
+        if tensors:
+            with unset_fake_temporarily():
+                return func(*args, **kwargs)
+        out = func(*args, **kwargs)  # a factory: fake first, to see what it makes
+        small_host = isinstance(out, torch.Tensor) and out.device.type == "cpu"
+        if small_host and out.numel() * out.element_size() < REAL_HOST_FACTORY_BYTES:
+            with unset_fake_temporarily():
+                return func(*args, **kwargs)
+        return out
 
 
 @contextlib.contextmanager
@@ -218,7 +250,7 @@ def simulated_cuda() -> Iterator[FakeTensorMode]:
     bindings = torch.Tensor.contiguous, nn.Module.to
     torch.Tensor.contiguous, nn.Module.to = _contiguous, _module_to
     try:
-        with mode, _CudaPythonOps():
+        with mode, _HostDataStaysReal(), _CudaPythonOps():
             yield mode
     finally:
         torch.Tensor.contiguous, nn.Module.to = bindings
