@@ -135,3 +135,10 @@ def test_bad_sources_raise_checkpoint_errors(tiny, tmp_path):
         load_vae(path, config=VAEConfig.preset("tiny"))
     with pytest.raises(CheckpointError, match="not a CogVideoX VAE"):
         load_vae({"weight": torch.zeros(1)})
+
+
+def test_legacy_non_zip_pt_loads_read_whole(tiny, tmp_path):
+    """A harmless old-format (non-zip) .pt cannot be memory-mapped; it is read whole instead of refused."""
+    path = tmp_path / "3d-vae-legacy.pt"
+    torch.save({"state_dict": _sat(tiny[0])}, path, _use_new_zipfile_serialization=False)
+    assert _decodes_like(load_vae(path, config=VAEConfig.preset("tiny")), tiny)

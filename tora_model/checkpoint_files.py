@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import pickle
 import re
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -44,6 +45,11 @@ def _sniff(path: Path) -> str:
         return "torch-legacy"
     if len(head) > 8 and head[8:9] == b"{":
         return "safetensors"
+    if not head:
+        raise CheckpointError(
+            f"{path} is empty (0 bytes): expected model weights, so the download or copy did not finish; "
+            f"download it again. {WHERE_TO_GET}."
+        )
     hint = ""
     if head.startswith(b"version https://git-lfs"):
         hint = " It is a Git LFS pointer: the real weights were never downloaded (run `git lfs pull` there)."
@@ -53,24 +59,46 @@ def _sniff(path: Path) -> str:
     )
 
 
+def refused_pickle(path: Path, err: Exception) -> CheckpointError | None:
+    """Our message for torch's weights-only refusal of `path` (never torch's advice to turn weights_only off), or
+    None when `err` is another failure."""
+    # older torch: "Unsupported global: GLOBAL a.b"; 2.13: "unsupported GLOBAL a.b whose module a is blocked"
+    refused = re.search(r"GLOBAL ([\w.]+)", str(err))
+    if refused is None and "weights_only" not in str(err).lower():
+        return None
+    found = f" (found {refused.group(1)})" if refused else ""
+    return CheckpointError(
+        f"{path} contains pickled Python objects other than tensors{found}, so it was NOT opened: loading it "
+        "would run code from the file. Use the official weights, or re-save this file as a plain state dict "
+        "or as safetensors."
+    )
+
+
 def _torch_load(path: Path, kind: str) -> Mapping[str, torch.Tensor]:
     try:
         # mmap only for the zip format; old-style pickles cannot be mapped and are read whole.
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=kind == "torch")
     except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError, OSError) as err:
-        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-        if refused or "weights_only" in str(err).lower():
-            found = f" (found {refused.group(1)})" if refused else ""
-            raise CheckpointError(
-                f"{path} contains pickled Python objects other than tensors{found}, so it was NOT opened: loading it "
-                "would run code from the file. Use the official weights, or re-save this file as a plain state dict "
-                "or as safetensors."
-            ) from None
+        refused = refused_pickle(path, err)
+        if refused is not None:
+            raise refused from None
         raise CheckpointError(
             f"{path} could not be read as a torch checkpoint ({err}). The file may be truncated or corrupt; "
             "re-download it."
         ) from None
     return _unwrap(obj, path)
+
+
+def check_weights_file(path: Path) -> None:
+    """Cheap checks of a weights file before any model is built: its kind by content, a safetensors header and
+    size, a zip pickle's directory. Raises the CheckpointError loading would raise, without reading the tensors."""
+    kind = _sniff(path)
+    if kind == "safetensors":
+        SafetensorsFile(path)
+    elif kind == "torch" and not zipfile.is_zipfile(path):
+        raise CheckpointError(
+            f"{path} is a torch zip checkpoint with its end missing (truncated): download it again. {WHERE_TO_GET}."
+        )
 
 
 def _unwrap(obj: object, path: Path) -> Mapping[str, torch.Tensor]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import pickle
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -28,7 +29,7 @@ import transformers
 from torch import nn
 from transformers import AutoTokenizer, T5Config, T5EncoderModel
 
-from .checkpoint_files import read_state_dict
+from .checkpoint_files import read_state_dict, refused_pickle
 from .errors import CheckpointError, ConfigError
 from .keymaps import SAT_T5_PREFIX
 
@@ -221,8 +222,9 @@ def _encoder_from_folder(folder: Path, dtype: torch.dtype, device: torch.device 
         }
     try:
         model = T5EncoderModel.from_pretrained(str(folder), local_files_only=True, **options)
-    except (OSError, ValueError) as err:
-        raise CheckpointError(
+    except (OSError, ValueError, pickle.UnpicklingError) as err:
+        # A .bin pickle holding more than tensors is refused by torch's weights-only load: our message, not torch's.
+        raise refused_pickle(folder, err) or CheckpointError(
             f"could not load the T5 encoder from {folder}: {err}. {T5_SOURCE_HINT}."
         ) from None
     return model.to(device) if device is not None else model

@@ -5,15 +5,15 @@ Source: `tora_spec.md` §7.2 (rename rules, verified on the two manifests), §7.
 official Tora SAT checkpoint (`{'module': ...}`), a diffusers `vae/` folder, or one safetensors file.
 
 Canonical names are diffusers' (`encoder.down_blocks.0.resnets.0.conv1.conv.weight`); SAT names are renamed with
-the explicit table below. Pickles are opened with `torch.load(weights_only=True, mmap=True)`; the model is built on
-the meta device and its parameters are the loaded tensors (`assign=True`), cast only if a dtype/device is asked for.
+the explicit table below. Files are opened by `checkpoint_files.read_state_dict` (weights only; zip pickles
+memory-mapped, legacy pickles read whole); the model is built on the meta device and its parameters are the loaded
+tensors (`assign=True`), cast only if a dtype/device is asked for.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import pickle
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,7 +21,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from .checkpoint_files import read_state_dict
 from .errors import CheckpointError, ConfigError
+from .tensor_sources import LazyStateDict, SafetensorsFile, SafetensorsSource
 from .vae import SCALE, CogVideoXVAE, VAEConfig
 
 logger = logging.getLogger(__name__)
@@ -110,40 +112,16 @@ def read_vae_state_dict(path: Path) -> tuple[dict[str, Tensor], dict | None, str
                 f"{folder} holds a {config['_class_name']}, not a CogVideoX VAE (AutoencoderKLCogVideoX); "
                 "point at the vae/ folder"
             )
-        sd: dict[str, Tensor] = {}
-        for file in weights:
-            sd.update(_read_safetensors(file))
-        return sd, config, f"diffusers folder {folder}"
+        shards = SafetensorsSource([SafetensorsFile(file) for file in weights])  # headers checked here
+        return dict(LazyStateDict(shards)), config, f"diffusers folder {folder}"
     if not path.is_file():
         raise CheckpointError(
             f"VAE checkpoint {path} does not exist; expected the SAT 3d-vae.pt, a Tora SAT .pt, a diffusers vae/ "
             "folder or a .safetensors file (e.g. in ComfyUI/models/vae/)"
         )
-    if path.suffix == ".safetensors":
-        return _read_safetensors(path), None, "safetensors file"
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise CheckpointError(
-            f"cannot read {path} as a weights-only PyTorch checkpoint ({type(exc).__name__}: {exc}); "
-            "expected 3d-vae.pt, a Tora SAT .pt, or a .safetensors file"
-        ) from exc
-    for wrapper in ("state_dict", "module"):
-        if isinstance(obj, dict) and isinstance(obj.get(wrapper), Mapping):
-            return dict(obj[wrapper]), None, f"PyTorch checkpoint ['{wrapper}']"
-    if isinstance(obj, Mapping) and all(isinstance(v, Tensor) for v in obj.values()):
-        return dict(obj), None, "PyTorch state dict"
-    raise CheckpointError(f"{path} holds no state dict (no 'state_dict' or 'module' entry of tensors)")
-
-
-def _read_safetensors(path: Path) -> dict[str, Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(path)
-    except (SafetensorError, OSError) as exc:
-        raise CheckpointError(f"cannot read {path} as safetensors ({exc})") from exc
+    # By content, with the loaders' messages (LFS pointer, empty, truncated, pickled objects); a zip pickle is
+    # memory-mapped, a legacy (non-zip) one read whole; {'state_dict': …} / {'module': …} wrappers removed.
+    return dict(read_state_dict(path)), None, "weights file"
 
 
 def _config_from_diffusers(config: Mapping) -> VAEConfig:
