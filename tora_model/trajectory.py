@@ -24,6 +24,7 @@ from .errors import TrajectoryFormatError
 
 JSON_VERSION = 1
 OFFICIAL_CANVAS = 256
+MAX_CANVAS = 16384  # pixels per side; far above any video size, low enough that a corrupt size is caught
 KINDS = ("path", "hold")
 INTERPOLATIONS = ("smooth", "linear")
 EASINGS = ("linear", "ease-in", "ease-out", "ease-in-out")
@@ -93,6 +94,12 @@ class Trajectory:
             value = _as_int(getattr(self, name), name, "a positive integer")
             if value <= 0:
                 raise _fail(name, f"expected a positive integer, got {value}")
+            if value > MAX_CANVAS:
+                raise _fail(
+                    name,
+                    f"expected a canvas of at most {MAX_CANVAS} pixels, got {value}; "
+                    "give the size of the canvas the points were drawn on",
+                )
             object.__setattr__(self, name, value)
         _check_canvas(self)
 
@@ -360,13 +367,21 @@ def parse_official_txt(texts: "str | Sequence[str]", sources: "Sequence[str] | N
 def load_official_txt(paths: "str | Path | Sequence[str | Path]") -> Trajectory:
     """Read one or several official .txt files (each one track, like `--point_path a.txt b.txt`)."""
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
-    texts = []
-    for path in paths:
-        try:
-            texts.append(Path(path).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError) as err:
-            raise TrajectoryFormatError(f"cannot read trajectory file {str(path)!r}: {err}") from err
+    texts = [_read_trajectory_text(Path(path)) for path in paths]
     return parse_official_txt(texts, [Path(p).name for p in paths])
+
+
+def _read_trajectory_text(path: Path) -> str:
+    """The UTF-8 text of a trajectory file; anything else is refused with what the file should hold."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise TrajectoryFormatError(
+            f"{path} is not a text file (byte {err.object[err.start]:#04x} at offset {err.start} is not UTF-8); "
+            "expected trajectory JSON from the canvas or an official .txt of 'x,y' lines — check the path"
+        ) from None
+    except OSError as err:
+        raise TrajectoryFormatError(f"cannot read trajectory file {str(path)!r}: {err}") from err
 
 
 # ------------------------------------------------------------------------------------------------ KJNodes
@@ -439,8 +454,8 @@ def load_trajectory_file(path: "str | Path") -> Trajectory:
         raise TrajectoryFormatError(
             f"{path.name}: expected a .json (trajectory JSON v1) or .txt (official Tora) file"
         )
+    text = _read_trajectory_text(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise TrajectoryFormatError(f"cannot read trajectory file {str(path)!r}: {err}") from err
-    return trajectory_from_json(text)
+        return trajectory_from_json(text)
+    except TrajectoryFormatError as err:
+        raise TrajectoryFormatError(f"{path}: {err}") from None  # the message names the file it is about
