@@ -3,9 +3,11 @@
 Source: `tora_spec.md` §6.1 (the official SAT inference: 50 steps, CFG 6 with the dynamic schedule, all-zero
 unconditional text, 720×480, 49 frames, 8 fps) and design.md "Outside ComfyUI". Nothing downloads: every model file
 is an explicit path, and a missing one names the flag, the path and where to get the file. Flags that would have no
-effect, and outputs that cannot be written, are refused before any file is read. Frames and videos are written by
-`cli_output.py`; the tiny random demo models are built by `demo_models.py`, the trained ones loaded by
-`demo_trained.py`.
+effect, and outputs that cannot be written, are refused before any file is read; every argument (numbers, device,
+the content of each weights file's header, the trajectory at the generation size) is checked before any model is
+built, and each refusal is one message naming the option, what was expected, what arrived and how to fix it.
+Outputs are written only after the run succeeded (`cli_output.py`: temporary names, then moved into place). The tiny
+random demo models are built by `demo_models.py`, the trained ones loaded by `demo_trained.py`.
 
 Layouts: start image float32 RGB [H, W, 3] in [0, 1]; prompt embeddings [1, L, D]; frames as in `cli_output.py`.
 """
@@ -14,20 +16,24 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import NoReturn
 
 import cv2
 import numpy as np
 import torch
 
+from .checkpoint_files import check_weights_file, read_state_dict
 from .cli_output import check_video_writer, to_uint8, write_outputs, write_preview
 from .demo_models import build_demo_models, demo_trajectory, encode_demo_prompt, save_demo_models
 from .errors import CheckpointError, ConfigError, ToraError, TrajectoryFormatError
-from .motion_guidance import motion_from_trajectory
+from .motion_guidance import motion_from_flow, motion_from_trajectory, trajectory_flow_rgb
 from .pipeline import check_generation_size, decode_latents, encode_image_latents, sample_latents
 from .simulated_gpu.plan import add_plan_args, run_plan
 from .trajectory import load_official_txt, load_trajectory_file
@@ -48,6 +54,71 @@ T5_SOURCE = (
 )
 EMBEDS_SOURCE = "write one with safetensors.torch.save_file({'prompt_embeds': t5_embeddings}, path), or encode with --t5 instead"
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+# ---------------------------------------------------------------------------------------------------- arguments
+
+
+def _number(text: str, kind: type, low: float, high: float, expected: str):
+    """`text` as int or float within [low, high] (finite), or argparse's error naming what was expected."""
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or not (math.isfinite(value) and low <= value <= high):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    return _number(text, int, 1, math.inf, "a whole number of at least 1")
+
+
+def finite_float(text: str) -> float:
+    return _number(text, float, -math.inf, math.inf, "a finite number (not nan or inf)")
+
+
+def non_negative_float(text: str) -> float:
+    return _number(text, float, 0.0, math.inf, "a finite number >= 0")
+
+
+def fraction(text: str) -> float:
+    return _number(text, float, 0.0, 1.0, "a fraction of the denoising steps from 0 to 1")
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows each option's default, except where there is none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.nargs == 0:  # no default, or a flag (store_true/store_false)
+            return action.help
+        return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """No prefix matching (`--frames 50` must not become `--frames-dir 50`), defaults in --help, two-line errors.
+
+    Subcommand parsers are made from this class too (argparse uses the parent's class).
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(
+            2, f"{self.prog}: error: {message}\n(`{self.prog} --help` lists every option and its default)\n"
+        )
+
+
+@contextmanager
+def _about(flag: str) -> Iterator[None]:
+    """Errors raised while reading the file given to `flag` name that flag first."""
+    try:
+        yield
+    except ToraError as err:
+        raise type(err)(f"{flag}: {err}") from None
 
 
 def require_path(flag: str, path: Path, what: str, source: str) -> Path:
@@ -90,16 +161,25 @@ def load_trajectory(paths: list[Path]):
 
 
 def load_prompt_embeds(path: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """A .safetensors/.pt file with 'prompt_embeds' [1, L, D] and optionally 'negative_prompt_embeds'."""
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    """A .safetensors/.pt file with 'prompt_embeds' [1, L, D] and optionally 'negative_prompt_embeds'.
 
-        tensors = load_file(path)
-    else:
-        tensors = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(tensors, dict) or "prompt_embeds" not in tensors:
-        raise ConfigError(f"--prompt-embeds {path}: expected a dict with a 'prompt_embeds' tensor [1, L, D]")
-    return tensors["prompt_embeds"], tensors.get("negative_prompt_embeds")
+    Read by content like any weights file (weights only: a pickle holding other objects is refused, not run).
+    """
+    with _about("--prompt-embeds"):
+        tensors = read_state_dict(path)
+    embeds = {name: tensors[name] for name in ("prompt_embeds", "negative_prompt_embeds") if name in tensors}
+    for name, tensor in embeds.items():
+        if tensor.dim() != 3 or tensor.shape[0] != 1 or not tensor.is_floating_point():
+            raise ConfigError(
+                f"--prompt-embeds {path}: expected '{name}' as a float tensor [1, L, D], got "
+                f"{tensor.dtype} {list(tensor.shape)}; {EMBEDS_SOURCE}"
+            )
+    if "prompt_embeds" not in embeds:
+        raise ConfigError(
+            f"--prompt-embeds {path}: expected a tensor named 'prompt_embeds' [1, L, D], found "
+            f"{sorted(tensors)[:5]}; {EMBEDS_SOURCE}"
+        )
+    return embeds["prompt_embeds"], embeds.get("negative_prompt_embeds")
 
 
 def _step_logger(every: int = 1) -> Callable[[int, int, torch.Tensor], None]:
@@ -119,6 +199,36 @@ def _sampling_settings(args: argparse.Namespace) -> dict:
 # ---------------------------------------------------------------------------------------------------- generate
 
 
+def check_device(name: str | None) -> None:
+    """Refuse, before any work, a --device this machine's torch cannot use."""
+    if name is None:
+        return
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device {name}: expected cpu, cuda or cuda:N (N = GPU index)") from None
+    if device.type == "cpu":
+        return
+    if device.type != "cuda":
+        raise ConfigError(f"--device {name}: expected cpu, cuda or cuda:N; {device.type} is not supported")
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            f"--device {name}: torch {torch.__version__} sees no CUDA GPU on this machine; use --device cpu (slow "
+            "for the released weights), or a machine with an NVIDIA GPU and a CUDA build of torch"
+        )
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(
+            f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s), numbered from 0"
+        )
+
+
+def _check_weights(flag: str, path: Path) -> None:
+    """A weights file given to `flag`: its content checked cheaply (kind, header, size) before any model is built."""
+    if path.is_file():
+        with _about(flag):
+            check_weights_file(path)
+
+
 def _device_and_dtype(args: argparse.Namespace) -> tuple[torch.device, torch.dtype]:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = DTYPES[args.dtype] if args.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
@@ -136,6 +246,11 @@ def _refuse_unused(args: argparse.Namespace) -> None:
     motion = (args.motion_strength, args.motion_start, args.motion_end, args.trajectory_mode)
     if args.trajectory is None and motion != (1.0, 0.0, 1.0, "auto"):
         unused.append("--motion-strength/--motion-start/--motion-end/--trajectory-mode (no --trajectory)")
+    if args.motion_start > args.motion_end:
+        raise ConfigError(
+            f"--motion-start {args.motion_start} is after --motion-end {args.motion_end}: the motion window is the "
+            "fraction of steps from start to end, e.g. --motion-start 0 --motion-end 0.2"
+        )
     if unused:
         raise ConfigError(
             f"{', '.join(unused)} would have no effect: prompts are encoded only with --t5 (--prompt-embeds files "
@@ -179,6 +294,11 @@ def _check_generate_args(args: argparse.Namespace) -> None:
         require_path("--t5-tokenizer", args.t5_tokenizer, "a T5 tokenizer folder (spiece.model)", T5_SOURCE)
     if args.image is not None:
         require_image(args.image)
+    check_device(args.device)
+    for flag in ("--transformer", "--vae", "--t5", "--prompt-embeds"):
+        path = getattr(args, flag[2:].replace("-", "_"))
+        if path is not None:
+            _check_weights(flag, path)
 
 
 def _text_embeddings(args: argparse.Namespace, device: torch.device, dtype: torch.dtype):
@@ -188,7 +308,8 @@ def _text_embeddings(args: argparse.Namespace, device: torch.device, dtype: torc
     from .text import T5TextEncoder, encode_prompt
 
     t5_dtype = torch.bfloat16 if dtype == torch.float16 else dtype  # T5 v1.1 overflows in float16
-    encoder = T5TextEncoder.load(args.t5, tokenizer=args.t5_tokenizer, dtype=t5_dtype, device=device)
+    with _about("--t5"):
+        encoder = T5TextEncoder.load(args.t5, tokenizer=args.t5_tokenizer, dtype=t5_dtype, device=device)
     # Without --negative-prompt the unconditional context is all zeros (official SAT).
     cond, uncond = encode_prompt(encoder, args.prompt, args.negative_prompt)
     del encoder  # T5-XXL leaves the device before the transformer is loaded
@@ -202,32 +323,37 @@ def run_generate(args: argparse.Namespace) -> None:
     from .vae_loading import load_vae
 
     _check_generate_args(args)
-    trajectory = load_trajectory(args.trajectory) if args.trajectory else None
+    size = dict(width=args.width, height=args.height, num_frames=args.num_frames)
+    # Rendered before any model loads, so a trajectory that does not fit the video is refused first.
+    flow_rgb = None
+    if args.trajectory:
+        flow_rgb = trajectory_flow_rgb(load_trajectory(args.trajectory), mode=args.trajectory_mode, **size)
     image = load_image(args.image) if args.image is not None else None
     device, dtype = _device_and_dtype(args)
     cond, uncond = _text_embeddings(args, device, dtype)
-    model = load_transformer(args.transformer, dtype=dtype, device=device, motion_source=args.motion_modules)
-    vae = load_vae(args.vae, dtype=dtype, device=device)
+    with _about("--transformer"):
+        model = load_transformer(
+            args.transformer, dtype=dtype, device=device, motion_source=args.motion_modules
+        )
+    with _about("--vae"):
+        vae = load_vae(args.vae, dtype=dtype, device=device)
     tiling = {"auto": "auto", "on": True, "off": False}[args.vae_tiling]
     generator = torch.Generator("cpu").manual_seed(args.seed)
-    size = dict(width=args.width, height=args.height, num_frames=args.num_frames)
     # Official order of random draws (spec §6.1): start image, then flow latents, then the initial noise.
     image_latents = None
     if image is not None:
         image_latents = encode_image_latents(vae, image, generator=generator, **size)
     motion = None
-    if trajectory is not None:
-        motion, _ = motion_from_trajectory(
+    if flow_rgb is not None:
+        motion = motion_from_flow(
             model,
             vae,
-            trajectory,
-            mode=args.trajectory_mode,
+            flow_rgb,
             generator=generator,
             strength=args.motion_strength,
             start=args.motion_start,
             end=args.motion_end,
             tiling=tiling,
-            **size,
         )
     latents = sample_latents(
         model,
@@ -252,12 +378,15 @@ def run_demo(args: argparse.Namespace) -> None:
     size = dict(width=args.width, height=args.height, num_frames=args.num_frames)
     check_generation_size(**size, warn=False)
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
     if args.weights == "trained":
         from .demo_trained import run_trained_demo
 
         run_trained_demo(args, write_preview)
         return
+    if args.models is not None:
+        raise ConfigError(
+            "--models is for --weights trained (the default); --weights random builds its own models"
+        )
     log.warning("DEMO: tiny models with RANDOM weights — the output is noise, not a real video")
     with tempfile.TemporaryDirectory(prefix="tora_demo_") as tmp:
         paths = save_demo_models(*build_demo_models(args.seed), Path(tmp))
@@ -268,13 +397,12 @@ def run_demo(args: argparse.Namespace) -> None:
     generator = torch.Generator("cpu").manual_seed(args.seed)
     motion, flow_rgb = motion_from_trajectory(model, vae, demo_trajectory(), generator=generator, **size)
     write_preview(flow_rgb, out, "flow", args.fps)
-    latents = sample_latents(
-        model,
-        text_embeds=cond,
-        generator=generator,
-        motion=motion,
-        progress=_step_logger(),
+    settings = {
         **_sampling_settings(args),
+        "cfg": 6.0 if args.cfg is None else args.cfg,
+    }  # demo has no default
+    latents = sample_latents(
+        model, text_embeds=cond, generator=generator, motion=motion, progress=_step_logger(), **settings
     )
     write_preview(to_uint8(decode_latents(vae, latents)), out, "video", args.fps)
     log.warning("DEMO finished: outputs in %s — random weights, so the video is noise by design", out)
@@ -310,38 +438,50 @@ def _add_generate_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--image", type=Path, help="start image for the I2V model")
     p.add_argument("--trajectory", type=Path, nargs="+", help="trajectory .json, or official .txt file(s)")
-    p.add_argument("--trajectory-mode", choices=("auto", "smooth", "official"), default="auto")
-    p.add_argument("--motion-strength", type=float, default=1.0)
-    p.add_argument("--motion-start", type=float, default=0.0, help="fraction of steps where motion starts")
-    p.add_argument("--motion-end", type=float, default=1.0, help="fraction of steps where motion ends")
+    p.add_argument(
+        "--trajectory-mode",
+        choices=("auto", "smooth", "official"),
+        default="auto",
+        help="auto: official processing for official .txt files, smooth resampling otherwise",
+    )
+    p.add_argument(
+        "--motion-strength", type=non_negative_float, default=1.0, help="motion guidance multiplier"
+    )
+    p.add_argument("--motion-start", type=fraction, default=0.0, help="fraction of steps where motion starts")
+    p.add_argument("--motion-end", type=fraction, default=1.0, help="fraction of steps where motion ends")
     _add_sampling_args(p, width=720, height=480, frames=49, steps=50)
     p.add_argument(
         "--dtype", choices=sorted(DTYPES), help="network dtype (default bf16 on CUDA, fp32 on CPU)"
     )
     p.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda if available)")
-    p.add_argument("--vae-tiling", choices=("auto", "on", "off"), default="auto")
+    p.add_argument("--vae-tiling", choices=("auto", "on", "off"), default="auto", help="tiled VAE decoding")
     p.add_argument("--out", type=Path, help="output video (.mp4 needs imageio-ffmpeg; .gif needs imageio)")
     p.add_argument("--frames-dir", type=Path, help="also (or only) write PNG frames here")
 
 
 def _add_sampling_args(
-    p: argparse.ArgumentParser, *, width: int, height: int, frames: int, steps: int
+    p: argparse.ArgumentParser, *, width: int, height: int, frames: int, steps: int, cfg: float | None = 6.0
 ) -> None:
-    p.add_argument("--width", type=int, default=width)
-    p.add_argument("--height", type=int, default=height)
-    p.add_argument("--num-frames", type=int, default=frames, help="8k+1 pixel frames (9, 17, 25, 33, 41, 49)")
-    p.add_argument("--steps", type=int, default=steps)
+    p.add_argument("--width", type=positive_int, default=width, help="video width, a multiple of 16")
+    p.add_argument("--height", type=positive_int, default=height, help="video height, a multiple of 16")
     p.add_argument(
-        "--cfg", type=float, default=6.0, help="CFG scale (the dynamic schedule's scale by default)"
+        "--num-frames", type=positive_int, default=frames, help="8k+1 pixel frames (9, 17, 25, 33, 41, 49)"
     )
+    p.add_argument("--steps", type=positive_int, default=steps, help="denoising steps")
+    cfg_help = "CFG scale (the dynamic schedule's scale by default)"
+    if cfg is None:
+        cfg_help = (
+            "CFG scale for --weights random only (6.0 when left out; the trained tiny Tora runs at cfg 1)"
+        )
+    p.add_argument("--cfg", type=finite_float, default=cfg, help=cfg_help)
     p.add_argument("--no-dynamic-cfg", dest="dynamic_cfg", action="store_false", help="constant CFG weight")
-    p.add_argument("--sampler", choices=("dpmpp_2m_sde", "ddim"), default="dpmpp_2m_sde")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--fps", type=int, default=8)
+    p.add_argument("--sampler", choices=("dpmpp_2m_sde", "ddim"), default="dpmpp_2m_sde", help="sampler")
+    p.add_argument("--seed", type=int, default=42, help="random seed")
+    p.add_argument("--fps", type=positive_int, default=8, help="frames per second of the written videos")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m tora_model", description=__doc__.split("\n")[0])
+    parser = _Parser(prog="python -m tora_model", description=__doc__.split("\n")[0])
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_generate_args(sub.add_parser("generate", help="generate a video with the released weights"))
@@ -356,12 +496,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--models", type=Path, default=None, help="folder of trained tiny weights (default: models/tiny_tora)"
     )
-    _add_sampling_args(demo, width=96, height=64, frames=17, steps=20)
+    # No default --cfg: the trained tiny model has no text and runs at cfg 1; a given --cfg is refused.
+    _add_sampling_args(demo, width=96, height=64, frames=17, steps=20, cfg=None)
     plan = sub.add_parser(
         "plan",
         help="simulate the 5B pipeline on a GPU: memory per node, time estimates, settings that fit a card",
     )
     add_plan_args(plan)
+    for subparser in sub.choices.values():  # -q also after the subcommand; SUPPRESS keeps one given before it
+        subparser.add_argument(
+            "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="only warnings and errors"
+        )
     return parser
 
 

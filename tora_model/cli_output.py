@@ -2,7 +2,9 @@
 
 Source: `tora_spec.md` §6.1 (output frames rounded as ·255 + 0.5, 8 fps) and design.md "Outside ComfyUI". Videos need
 the optional packages imageio + imageio-ffmpeg (.mp4) or imageio alone (.gif); PNG frames always work through OpenCV.
-A video path this installation cannot write is refused before any work (`check_video_writer`).
+A video path this installation cannot write is refused before any work (`check_video_writer`). Every output is
+written under a temporary name beside its destination and moved into place only once complete, so a failed write
+leaves nothing behind.
 
 Layouts: frames float32 [F, H, W, 3] in [0, 1] from the pipeline → uint8 [F, H, W, 3] RGB on disk.
 """
@@ -11,6 +13,11 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -27,16 +34,30 @@ def to_uint8(frames: torch.Tensor) -> np.ndarray:
     return (frames.float() * 255.0 + 0.5).clamp(0, 255).to(torch.uint8).cpu().numpy()
 
 
+@contextmanager
+def _staging(destination: Path) -> Iterator[Path]:
+    """A temporary folder beside `destination` (same file system, so moves are renames), removed afterwards."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def write_frames(frames: np.ndarray, folder: Path, prefix: str = "frame") -> list[Path]:
     """uint8 RGB frames [F, H, W, 3] → folder/prefix_0000.png, … (OpenCV; no optional packages)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, frame in enumerate(frames):
-        path = folder / f"{prefix}_{i:04d}.png"
-        if not cv2.imwrite(str(path), np.ascontiguousarray(frame[..., ::-1])):  # OpenCV writes BGR
-            raise ConfigError(f"could not write {path}; check that the folder is writable")
-        paths.append(path)
-    return paths
+    names = [f"{prefix}_{i:04d}.png" for i in range(len(frames))]
+    with _staging(folder) as staging:
+        for name, frame in zip(names, frames, strict=True):
+            if not cv2.imwrite(
+                str(staging / name), np.ascontiguousarray(frame[..., ::-1])
+            ):  # OpenCV writes BGR
+                raise ConfigError(f"could not write {staging / name}; check that {folder.parent} is writable")
+        folder.mkdir(exist_ok=True)
+        for name in names:
+            os.replace(staging / name, folder / name)
+    return [folder / name for name in names]
 
 
 def missing_video_packages(suffix: str) -> list[str]:
@@ -66,13 +87,17 @@ def write_video(frames: np.ndarray, path: Path, fps: int) -> None:
     import imageio.v2 as imageio  # optional dependency, checked by check_video_writer
 
     check_video_writer(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix.lower() == ".gif":
-        imageio.mimsave(path, list(frames), duration=1000 / fps, loop=0)
-        return
-    with imageio.get_writer(path, fps=fps, codec="libx264", quality=8, macro_block_size=1) as writer:
-        for frame in frames:
-            writer.append_data(frame)
+    with _staging(path) as staging:
+        partial = staging / path.name  # the same suffix: imageio picks the format from it
+        if path.suffix.lower() == ".gif":
+            imageio.mimsave(partial, list(frames), duration=1000 / fps, loop=0)
+        else:
+            with imageio.get_writer(
+                partial, fps=fps, codec="libx264", quality=8, macro_block_size=1
+            ) as writer:
+                for frame in frames:
+                    writer.append_data(frame)
+        os.replace(partial, path)
 
 
 def write_outputs(frames: torch.Tensor, out: Path | None, frames_dir: Path | None, fps: int) -> None:

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 import torch
 
+from .errors import ConfigError
 from .evaluate import load_tiny_tora
 from .motion_guidance import motion_from_trajectory
 from .pipeline import generate
@@ -58,6 +59,11 @@ def side_by_side(frames: np.ndarray, centres: np.ndarray) -> np.ndarray:
 
 def run_trained_demo(args: argparse.Namespace, write_preview) -> None:
     """Generate with the trained tiny Tora and write video, flow and side-by-side previews to args.out."""
+    if args.cfg is not None:
+        raise ConfigError(
+            f"--cfg {args.cfg}: the trained tiny Tora has no text conditioning, so it always runs at cfg 1 without "
+            "the dynamic schedule; leave --cfg out (it is used by --weights random)"
+        )
     if (args.width, args.height, args.num_frames) != (WIDTH, HEIGHT, FRAMES):
         log.warning(
             "the tiny Tora was trained at %dx%d, %d frames; generating at %dx%d, %d frames instead",
@@ -78,7 +84,6 @@ def run_trained_demo(args: argparse.Namespace, write_preview) -> None:
     motion, flow_rgb = motion_from_trajectory(
         model, vae, trajectory, generator=generator, mode="smooth", **size
     )
-    log.info("trained tiny model: no text, so cfg 1 without the dynamic schedule (--cfg is not used)")
     frames = generate(
         model,
         vae,

@@ -57,12 +57,19 @@ class Errors:
 def load_tiny_tora(folder: Path = DEFAULT_OUT):
     """(transformer, vae) of the shipped tiny Tora, through the same loaders as real weights."""
     transformer_path, vae_path = folder / "transformer.safetensors", folder / "vae"
-    for path in (transformer_path, vae_path):
-        if not path.exists():
-            raise CheckpointError(
-                f"{path} is missing: train the tiny Tora with `python -m tora_model.train all --seed 0` "
-                f"(writes {folder})"
-            )
+    missing = [path.name for path in (transformer_path, vae_path) if not path.exists()]
+    if missing and Path(folder).resolve() != DEFAULT_OUT:
+        found = "no such folder" if not Path(folder).is_dir() else f"no {' or '.join(missing)} in it"
+        raise CheckpointError(
+            f"--models {folder}: {found}; expected the trained tiny Tora's folder (transformer.safetensors and vae/, "
+            f"as shipped in {DEFAULT_OUT}) — check the path, or leave --models out"
+        )
+    if missing:
+        raise CheckpointError(
+            f"{folder} has no {' or '.join(missing)}: the trained tiny Tora ships with the repository (a pip-installed "
+            "tora_model does not include it); run from a clone, pass --models FOLDER, or retrain it with "
+            "`python -m tora_model.train all --seed 0`"
+        )
     return load_transformer(transformer_path), load_vae(vae_path)
 
 
@@ -145,6 +152,7 @@ def evaluate(model, vae, clips: list[Clip], *, steps: int = 20, seed: int = 0) -
         }
         for row, frames in outputs.items():
             collected[row].append(trajectory_errors(frames, clip))
+        log.info("clip %d/%d evaluated (motion on and off)", i + 1, len(clips))
     return {
         row: Errors(np.concatenate([e for e, _ in parts]), sum(m for _, m in parts))
         for row, parts in collected.items()
@@ -176,6 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)  # the 96x64 "not the released size" warning is expected here
+    log.setLevel(logging.INFO)  # but this module's progress lines are shown: a run takes minutes
     torch.set_num_threads(1)
     model, vae = load_tiny_tora(args.models)
     clips = make_clips(args.seed, args.clips, args.objects)
