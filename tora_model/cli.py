@@ -5,7 +5,8 @@ unconditional text, 720×480, 49 frames, 8 fps) and design.md "Outside ComfyUI".
 is an explicit path, and a missing one names the flag, the path and where to get the file. Flags that would have no
 effect, and outputs that cannot be written, are refused before any file is read; every argument (numbers, device,
 the content of each weights file's header, the trajectory at the generation size) is checked before any model is
-built, and each refusal is one message naming the option, what was expected, what arrived and how to fix it.
+built (argument types and the parser class: `cli_args.py`), and each refusal is one message naming the option, what
+was expected, what arrived and how to fix it.
 Outputs are written only after the run succeeded (`cli_output.py`: temporary names, then moved into place). The tiny
 random demo models are built by `demo_models.py`, the trained ones loaded by `demo_trained.py`.
 
@@ -16,20 +17,19 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NoReturn
 
 import cv2
 import numpy as np
 import torch
 
 from .checkpoint_files import check_weights_file, read_state_dict
+from .cli_args import Parser, check_device, finite_float, fraction, non_negative_float, positive_int
 from .cli_output import check_video_writer, to_uint8, write_outputs, write_preview
 from .demo_models import build_demo_models, demo_trajectory, encode_demo_prompt, save_demo_models
 from .errors import CheckpointError, ConfigError, ToraError, TrajectoryFormatError
@@ -54,62 +54,6 @@ T5_SOURCE = (
 )
 EMBEDS_SOURCE = "write one with safetensors.torch.save_file({'prompt_embeds': t5_embeddings}, path), or encode with --t5 instead"
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-
-
-# ---------------------------------------------------------------------------------------------------- arguments
-
-
-def _number(text: str, kind: type, low: float, high: float, expected: str):
-    """`text` as int or float within [low, high] (finite), or argparse's error naming what was expected."""
-    try:
-        value = kind(text)
-    except ValueError:
-        value = None
-    if value is None or not (math.isfinite(value) and low <= value <= high):
-        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    return _number(text, int, 1, math.inf, "a whole number of at least 1")
-
-
-def finite_float(text: str) -> float:
-    return _number(text, float, -math.inf, math.inf, "a finite number (not nan or inf)")
-
-
-def non_negative_float(text: str) -> float:
-    return _number(text, float, 0.0, math.inf, "a finite number >= 0")
-
-
-def fraction(text: str) -> float:
-    return _number(text, float, 0.0, 1.0, "a fraction of the denoising steps from 0 to 1")
-
-
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """--help shows each option's default, except where there is none."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None or action.nargs == 0:  # no default, or a flag (store_true/store_false)
-            return action.help
-        return super()._get_help_string(action)
-
-
-class _Parser(argparse.ArgumentParser):
-    """No prefix matching (`--frames 50` must not become `--frames-dir 50`), defaults in --help, two-line errors.
-
-    Subcommand parsers are made from this class too (argparse uses the parent's class).
-    """
-
-    def __init__(self, *args, **kwargs) -> None:
-        kwargs.setdefault("allow_abbrev", False)
-        kwargs.setdefault("formatter_class", _HelpFormatter)
-        super().__init__(*args, **kwargs)
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(
-            2, f"{self.prog}: error: {message}\n(`{self.prog} --help` lists every option and its default)\n"
-        )
 
 
 @contextmanager
@@ -197,29 +141,6 @@ def _sampling_settings(args: argparse.Namespace) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------- generate
-
-
-def check_device(name: str | None) -> None:
-    """Refuse, before any work, a --device this machine's torch cannot use."""
-    if name is None:
-        return
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"--device {name}: expected cpu, cuda or cuda:N (N = GPU index)") from None
-    if device.type == "cpu":
-        return
-    if device.type != "cuda":
-        raise ConfigError(f"--device {name}: expected cpu, cuda or cuda:N; {device.type} is not supported")
-    if not torch.cuda.is_available():
-        raise ConfigError(
-            f"--device {name}: torch {torch.__version__} sees no CUDA GPU on this machine; use --device cpu (slow "
-            "for the released weights), or a machine with an NVIDIA GPU and a CUDA build of torch"
-        )
-    if device.index is not None and device.index >= torch.cuda.device_count():
-        raise ConfigError(
-            f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s), numbered from 0"
-        )
 
 
 def _check_weights(flag: str, path: Path) -> None:
@@ -481,7 +402,7 @@ def _add_sampling_args(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m tora_model", description=__doc__.split("\n")[0])
+    parser = Parser(prog="python -m tora_model", description=__doc__.split("\n")[0])
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_generate_args(sub.add_parser("generate", help="generate a video with the released weights"))
