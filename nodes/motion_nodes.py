@@ -1,4 +1,4 @@
-"""TrajectoryToMotionLatent: trajectory (or a colour-coded flow video) → TORA_MOTION for the sampler.
+"""TrajectoryToMotionLatent: trajectory, core TRACKS or a colour-coded flow video → TORA_MOTION for the sampler.
 
 The flow video is rendered at the generation size, VAE-encoded and run through the trajectory extractor once;
 the TORA_MOTION value (`MotionGuidance`, frozen) carries the 42 features plus strength and the step window.
@@ -26,6 +26,7 @@ from ..tora_model.motion_guidance import (
     trajectory_flow_rgb,
 )
 from ..tora_model.pipeline import check_generation_size
+from ..tora_model.tracks import trajectory_from_tracks
 from ..tora_model.vae import Tiling
 from . import comfy_glue, drawing, runtime
 from .trajectory_nodes import FRAMES, RESAMPLE_MODES, SIZE
@@ -125,6 +126,14 @@ class TrajectoryToMotionLatent:
                         "tooltip": "Instead of a trajectory: a colour-coded flow video [F, H, W, 3] (dense motion)."
                     },
                 ),
+                "tracks": (
+                    "TRACKS",
+                    {
+                        "tooltip": "Instead of a trajectory: ComfyUI core TRACKS (GenerateTracks, WanMoveTracksFromCoords, "
+                        "Trajectory Canvas …) in width × height pixels, one entry per frame; invisible or off-frame "
+                        "entries add no motion. resample auto times them per entry.",
+                    },
+                ),
             },
         }
 
@@ -149,9 +158,12 @@ class TrajectoryToMotionLatent:
         flow_encoding="sat",
         trajectory=None,
         flow_images=None,
+        tracks=None,
     ):
         check_generation_size(width, height, frames, trained_size=model.transformer.config.trained_size)
-        self._check_sources(trajectory, flow_images, width, height)
+        self._check_sources(trajectory, flow_images, tracks, width, height)
+        if tracks is not None:
+            trajectory = trajectory_from_tracks(tracks, width, height)
         check_motion_model(model.transformer, vae.vae)
         chunk = flow_encoding_chunk(flow_encoding)
         if trajectory is not None:
@@ -188,17 +200,21 @@ class TrajectoryToMotionLatent:
         return (dataclasses.replace(motion, features=kept), preview.to(comfy_glue.output_device()))
 
     @staticmethod
-    def _check_sources(trajectory, flow_images, width: int, height: int) -> None:
-        if (trajectory is None) == (flow_images is None):
+    def _check_sources(trajectory, flow_images, tracks, width: int, height: int) -> None:
+        sources = {"trajectory": trajectory, "tracks": tracks, "flow_images": flow_images}
+        given = [name for name, value in sources.items() if value is not None]
+        if len(given) != 1:
             found, fix = (
-                ("both are connected", "disconnect one of them")
-                if trajectory is not None
+                (f"{' and '.join(given)} are connected", "disconnect all but one")
+                if given
                 else (
-                    "neither is connected",
-                    "connect Trajectory Canvas / Load Trajectory, or flow video frames",
+                    "none is connected",
+                    "connect Trajectory Canvas / Load Trajectory, TRACKS, or flow video frames",
                 )
             )
-            raise ConfigError(f"connect exactly one of `trajectory` or `flow_images` ({found}); {fix}")
+            raise ConfigError(
+                f"connect exactly one of `trajectory`, `tracks` or `flow_images` ({found}); {fix}"
+            )
         if trajectory is not None and (trajectory.width, trajectory.height) != (width, height):
             log.info(
                 "trajectory canvas %dx%d differs from the generation size %dx%d: positions are rescaled",

@@ -2,7 +2,8 @@
 
 TORA_TRAJECTORY is `tora_model.trajectory.Trajectory` (frozen): tracks in canvas pixels plus the canvas size.
 Positions are resampled to the size asked for, so a canvas of another size than the generation is rescaled
-(and logged), never cropped.
+(and logged), never cropped. Trajectory Canvas and Load Trajectory also output ComfyUI core's TRACKS (the per-frame
+positions in video pixels, `tora_model.tracks`), which Wan-Move and other trajectory models take.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 
 from ..tora_model.errors import TrajectoryFormatError
 from ..tora_model.resample import resample
+from ..tora_model.tracks import tracks_from_positions
 from ..tora_model.trajectory import (
     Trajectory,
     load_trajectory_file,
@@ -63,6 +65,11 @@ def positions_for(
             height,
         )
     return resample(trajectory, frames, width, height, None if mode == "auto" else mode)
+
+
+def core_tracks(positions: np.ndarray) -> dict:
+    """Core TRACKS dict of per-frame positions [N, F, 2], on ComfyUI's intermediate device as core builds it."""
+    return tracks_from_positions(positions, comfy_glue.output_device())
 
 
 def track_colors(trajectory: Trajectory) -> list[tuple[int, int, int]]:
@@ -146,12 +153,14 @@ class TrajectoryCanvas:
             },
         }
 
-    RETURN_TYPES = ("TORA_TRAJECTORY", "STRING", "IMAGE")
-    RETURN_NAMES = ("trajectory", "coordinates", "preview")
+    RETURN_TYPES = ("TORA_TRAJECTORY", "STRING", "IMAGE", "TRACKS")
+    RETURN_NAMES = ("trajectory", "coordinates", "preview", "tracks")
     OUTPUT_TOOLTIPS = (
         "The drawn trajectory for Trajectory To Motion Latent / Trajectory Preview.",
-        "Per-frame positions as a KJNodes coordinate string [[{x, y}, ...], ...].",
+        "Per-frame positions as a KJNodes coordinate string [[{x, y}, ...], ...] (also Wan ATI's `tracks` text).",
         "The background with every path drawn, in [0, 1].",
+        "ComfyUI core TRACKS: one (x, y) per frame and path in width × height pixels, for Wan-Move and other "
+        "trajectory models, or back into Trajectory To Motion Latent.",
     )
     FUNCTION = "run"
     CATEGORY = "Tora/trajectory"
@@ -176,7 +185,8 @@ class TrajectoryCanvas:
             ref = comfy_glue.save_temp_image(base, "tora_canvas_bg")
             ui_images = [ref] if ref else []
         preview = drawing.draw_paths(base, positions, track_colors(traj))[None]  # [1, H, W, 3]
-        return {"ui": {"tora_background": ui_images}, "result": (traj, kjnodes_string(positions), preview)}
+        result = (traj, kjnodes_string(positions), preview, core_tracks(positions))
+        return {"ui": {"tora_background": ui_images}, "result": result}
 
 
 class LoadTrajectory:
@@ -215,17 +225,37 @@ class LoadTrajectory:
                         "strings); when connected it is used instead of `source`.",
                     },
                 ),
+                "width": (
+                    "INT",
+                    {"default": 720, **SIZE, "tooltip": "Video width of the TRACKS output (pixels)."},
+                ),
+                "height": (
+                    "INT",
+                    {"default": 480, **SIZE, "tooltip": "Video height of the TRACKS output (pixels)."},
+                ),
+                "frames": (
+                    "INT",
+                    {
+                        **FRAMES,
+                        "tooltip": "Video length of the TRACKS output: one position per frame (8k+1).",
+                    },
+                ),
             },
         }
 
-    RETURN_TYPES = ("TORA_TRAJECTORY", "IMAGE")
-    RETURN_NAMES = ("trajectory", "preview")
-    OUTPUT_TOOLTIPS = ("The loaded trajectory.", "Its paths drawn on a dark canvas of the trajectory's size.")
+    RETURN_TYPES = ("TORA_TRAJECTORY", "IMAGE", "TRACKS")
+    RETURN_NAMES = ("trajectory", "preview", "tracks")
+    OUTPUT_TOOLTIPS = (
+        "The loaded trajectory.",
+        "Its paths drawn on a dark canvas of the trajectory's size.",
+        "ComfyUI core TRACKS at width × height × frames (per-frame positions in pixels), for Wan-Move and other "
+        "trajectory models.",
+    )
     FUNCTION = "load"
     CATEGORY = "Tora/trajectory"
 
     @classmethod
-    def IS_CHANGED(cls, source, canvas_width, canvas_height, coordinates=None):
+    def IS_CHANGED(cls, source, canvas_width, canvas_height, coordinates=None, **video):
         if coordinates is not None:
             return hashlib.sha256(json.dumps(coordinates).encode()).hexdigest()
         try:
@@ -233,14 +263,15 @@ class LoadTrajectory:
         except (TrajectoryFormatError, OSError):  # OSError covers FileNotFoundError
             return source  # load() reports the missing file
 
-    def load(self, source, canvas_width, canvas_height, coordinates=None):
+    def load(self, source, canvas_width, canvas_height, coordinates=None, width=720, height=480, frames=49):
         if coordinates is not None:
             traj = parse_kjnodes_coordinates(coordinates, canvas_width, canvas_height)
         else:
             traj = load_trajectory_file(source_path(source))
         positions = positions_for(traj, preview_frames(traj), traj.width, traj.height)
         preview = drawing.draw_paths(drawing.blank(traj.width, traj.height)[0], positions, track_colors(traj))
-        return (traj, preview[None])
+        video_positions = positions_for(traj, frames, width, height)  # [N, F, 2] video pixels
+        return (traj, preview[None], core_tracks(video_positions))
 
 
 class TrajectoryPreview:

@@ -138,7 +138,9 @@ def test_t2v_chain_in_graph_order(env, conditioning):
     assert not model.is_i2v and model.config.num_layers == 2
     positive, _ = conditioning
     assert tuple(positive[0][0].shape) == (1, TOKENS, TEXT_DIM)
-    trajectory, coordinates, canvas_preview = n["TrajectoryCanvas"].run(W, H, F, json.dumps(CANVAS))["result"]
+    trajectory, coordinates, canvas_preview, _ = n["TrajectoryCanvas"].run(W, H, F, json.dumps(CANVAS))[
+        "result"
+    ]
     tracks = json.loads(coordinates)
     assert len(tracks) == 1 and len(tracks[0]) == F
     assert tracks[0][0] == pytest.approx(
@@ -177,11 +179,11 @@ def test_load_trajectory_preset_and_kjnodes_string(env):
     sources = n["LoadTrajectory"].INPUT_TYPES()["required"]["source"][0]
     assert "preset/orbit.json" in sources and "preset/zigzag_256.txt" in sources
     for source in sources:
-        trajectory, preview = n["LoadTrajectory"].load(source, 720, 480)
+        trajectory, preview, _ = n["LoadTrajectory"].load(source, 720, 480)
         assert preview.shape == (1, trajectory.height, trajectory.width, 3)
     assert n["LoadTrajectory"].load("preset/zigzag_256.txt", 720, 480)[0].official
     kj = json.dumps([[{"x": 10, "y": 20}, {"x": 200, "y": 100}], [{"x": 50, "y": 50}, {"x": 50, "y": 50}]])
-    trajectory, _ = n["LoadTrajectory"].load("preset/orbit.json", 256, 128, coordinates=kj)
+    trajectory, _, _ = n["LoadTrajectory"].load("preset/orbit.json", 256, 128, coordinates=kj)
     assert (trajectory.width, trajectory.height) == (256, 128)
     assert [t.kind for t in trajectory.tracks] == ["path", "hold"]
 

@@ -31,7 +31,7 @@ def test_node_chain_on_the_simulated_gpu(env, conditioning, monkeypatch, precisi
     model, vae = load(env, precision=precision, offload=offload, swap=swap)
     positive, negative = conditioning
     n = nodes(env)
-    trajectory, _, _ = n["TrajectoryCanvas"].run(W, H, F, json.dumps(CANVAS))["result"]
+    trajectory, *_ = n["TrajectoryCanvas"].run(W, H, F, json.dumps(CANVAS))["result"]
     pipeline = env.tora_model.pipeline
     real_sample = pipeline.sample
 
