@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
-from torch.utils.flop_counter import FlopCounterMode, flop_registry
+from torch.utils.flop_counter import flop_registry
 
 from .fake_cuda import SimulatedGPUError
 from .roofline import GPUS
@@ -127,11 +127,9 @@ class DeviceMemory(TorchDispatchMode):
         outer, outer_hot = self._stage, self._hot
         self._stage, self._hot = record, hot
         try:
-            with FlopCounterMode(display=False) as flops:
-                yield record
+            yield record
         finally:
             self._stage, self._hot = outer, outer_hot
-        record.flops = flops.get_total_flops()
         record.end_bytes = self.live["cuda"]
         if outer is not None:
             outer.peak_bytes = max(outer.peak_bytes, record.peak_bytes)
@@ -197,7 +195,12 @@ class DeviceMemory(TorchDispatchMode):
         return out
 
     def _add_roofline(self, func, args, kwargs, out, inputs, outputs) -> None:
-        """Add one GPU op's roofline time; views (outputs sharing an input's storage) move no data."""
+        """Add one GPU op's FLOPs (torch's own per-op formulas: matmuls, convolutions, attention) and roofline time;
+        views (outputs sharing an input's storage) move no data.
+
+        Not torch's FlopCounterMode: to count an op without a formula it runs the op's Python decomposition instead,
+        which allocates intermediates the real kernel never makes (upsampling upcast to float32, index tensors) and
+        would inflate the measured memory."""
         sources = {id(t.untyped_storage()) for t in inputs}
         written = [t for t in outputs if id(t.untyped_storage()) not in sources]
         if not written and func not in COPY_OPS and not func._schema.is_mutable:
@@ -205,6 +208,7 @@ class DeviceMemory(TorchDispatchMode):
         nbytes = sum(t.numel() * t.element_size() for t in (*inputs, *written))
         count = flop_registry.get(func._overloadpacket)
         flops = count(*args, **kwargs, out_val=out) if count is not None else 0
+        self._stage.flops += flops
         for gpu in GPUS:
             times = self._stage.roofline_seconds
             times[gpu.name] = times.get(gpu.name, 0.0) + gpu.op_seconds(flops, nbytes)

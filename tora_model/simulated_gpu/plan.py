@@ -156,9 +156,10 @@ def recommend(
 
 def _merge(sampler_only: ChainResult, full: ChainResult) -> ChainResult:
     """The sampler's records of one run with the other nodes' records of a full run."""
-    own = {s.name for s in sampler_only.stages}
-    stages = [s for s in full.stages if s.name not in own] + sampler_only.stages
-    weights = full.weight_bytes | sampler_only.weight_bytes
+    own = [s for s in sampler_only.stages if s.name.startswith(("sampler", "denoising"))]
+    names = {s.name for s in own}
+    stages = [s for s in full.stages if s.name not in names] + own
+    weights = full.weight_bytes | {"transformer": sampler_only.weight_bytes["transformer"]}
     return ChainResult(
         sampler_only.setting,
         stages,
