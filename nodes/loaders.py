@@ -195,7 +195,9 @@ class LoadToraModel:
             )
         patcher = None if swapped else comfy_glue.wrap_model(transformer)
         compute = transformer.dtype
-        handle = ToraModel(transformer, patcher, compute, precision, attention, len(swapped), model, device)
+        handle = ToraModel(
+            transformer, patcher, compute, precision, attention, len(swapped), model, device, swapped or None
+        )
         return (handle, load_tora_vae(vae_source, compute))
 
     @staticmethod

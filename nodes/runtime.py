@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..tora_model import offload
+from ..tora_model.block_swap import BlockSwap
 from ..tora_model.errors import ConfigError
 from . import comfy_glue
 from .types import ToraModel, ToraVAE
@@ -45,13 +46,16 @@ class Plan:
 
     device: torch.device
     whole: list[tuple[torch.nn.Module, object]] = field(default_factory=list)
-    resident: tuple[torch.nn.Module, list[torch.nn.Module]] | None = None
+    resident: tuple[torch.nn.Module, Sequence[torch.nn.Module]] | None = None
     parts: list[torch.nn.Module] = field(default_factory=list)
     memory_required: int = 0
     minimum_memory_required: int | None = None
 
 
-def swapped_blocks(model: ToraModel) -> list[torch.nn.Module]:
+def swapped_blocks(model: ToraModel) -> Sequence[torch.nn.Module]:
+    """The block-swap handle (a sequence of the swapped blocks), or the last `swapped_blocks` blocks."""
+    if model.block_swap is not None:
+        return model.block_swap
     blocks = list(model.transformer.transformer_blocks)
     return blocks[len(blocks) - model.swapped_blocks :] if model.swapped_blocks else []
 
@@ -132,8 +136,12 @@ def _enter(plan: Plan, undo: list[Callable[[], None]], loaded: list[object]) -> 
 
 
 def _park_resident(transformer: torch.nn.Module, swapped: Sequence[torch.nn.Module]) -> None:
-    """Resident part and every swapped block back on the host (a block whose forward raised stays on the device)."""
+    """Resident part back on the host, and no swapped block's copy left on the device: the handle drops any copy an
+    interrupted forward left (its blocks point at their host masters again); bare blocks are moved back."""
     offload.move_resident(transformer, list(swapped), comfy_glue.HOST)
+    if isinstance(swapped, BlockSwap):
+        swapped.release()
+        return
     for block in swapped:
         move(block, comfy_glue.HOST)
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..tora_model.block_swap import BlockSwap
+
 PRECISIONS = {
     "bf16": torch.bfloat16,
     "fp16": torch.float16,
@@ -30,8 +32,10 @@ class ToraModel:
     GPU under --highvram), its swapped blocks in CPU memory.
     patcher: ComfyUI ModelPatcher that lets ComfyUI load/evict it (None outside ComfyUI and with block swap).
     compute_dtype: dtype activations run in (bf16 for fp8 storage); storage: the precision name chosen.
-    swapped_blocks: transformer blocks that stay in CPU memory and visit the GPU one at a time.
+    swapped_blocks: transformer blocks that stay in CPU memory and visit the GPU (at most two at a time).
     device: the compute device chosen at load time (block swap's hooks target it); None = ComfyUI's current one.
+    block_swap: the block-swap handle (`tora_model.block_swap.BlockSwap`) when swapped_blocks > 0: the node layer
+    calls its `release()` after every run, which drops any block copy an interrupted forward left on the device.
     """
 
     transformer: nn.Module
@@ -42,6 +46,7 @@ class ToraModel:
     swapped_blocks: int
     source: str
     device: torch.device | None = None
+    block_swap: BlockSwap | None = None
 
     @property
     def config(self):
