@@ -70,7 +70,8 @@ def _caller() -> str:
     """The innermost line of this pack's own code on the stack (file:line in function)."""
     for frame in reversed(traceback.extract_stack()):
         path = Path(frame.filename)
-        if PACK_ROOT in path.parents and "simulated_gpu" not in path.parts:
+        # A venv inside the checkout (scripts/install.sh's .venv) holds torch's files too: those are not the pack's.
+        if PACK_ROOT in path.parents and not {"simulated_gpu", "site-packages"} & set(path.parts):
             return f"{path.relative_to(PACK_ROOT)}:{frame.lineno} in {frame.name}"
     return "outside the pack"
 
