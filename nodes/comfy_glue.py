@@ -344,32 +344,58 @@ def is_comfy_clip(clip) -> bool:
     return HAS_COMFY and hasattr(clip, "tokenize") and hasattr(clip, "encode_from_tokens")
 
 
+def t5_clip_type() -> str:
+    """CLIPLoader `type` to pick for T5-XXL: `cogvideox` where the running ComfyUI has it (226-token T5, no mask,
+    as CogVideoX and Tora were trained), `sd3` otherwise (and outside ComfyUI)."""
+    if HAS_COMFY:
+        import comfy.sd
+
+        if hasattr(comfy.sd.CLIPType, "COGVIDEOX"):
+            return "cogvideox"
+    return "sd3"
+
+
+def _hf_t5_tokenizer(clip, key: str):
+    """The transformers T5 tokenizer inside a ComfyUI CLIP, or None.
+
+    ComfyUI keeps it under the token key (`t5xxl`, SD3's tokenizer) or under `clip_<key>` (single-encoder
+    wrappers such as the `cogvideox` type's), each holding the transformers tokenizer as `.tokenizer`.
+    """
+    for name in (key, f"clip_{key}"):
+        inner = getattr(getattr(clip.tokenizer, name, None), "tokenizer", None)
+        if inner is not None and callable(inner):
+            return inner
+    return None
+
+
 def comfy_t5_embeddings(clip, prompt: str, length: int) -> torch.Tensor:
     """Tora's text embedding from a ComfyUI CLIP holding T5-XXL: exactly `length` tokens, no attention mask.
 
     Tokens are made the way Tora was trained: the T5 tokenizer on the whole prompt with max_length=226,
     truncation and padding to max length (prompt, </s>, <pad>...). ComfyUI's own T5 tokenizer object does this
-    when it can be reached; otherwise ComfyUI's tokens are re-batched to that layout. Other encoders the CLIP may
-    hold (CLIP-L/G of a full SD3 set) get no tokens, so only T5 runs.
+    when it can be reached (CLIPLoader types `sd3` and `cogvideox`); otherwise ComfyUI's tokens are re-batched to
+    that layout. Other encoders the CLIP may hold (CLIP-L/G of a full SD3 set) get no tokens, so only T5 runs.
     """
     tokens = clip.tokenize(prompt)
     key = next((k for k in ("t5xxl", "t5") if k in tokens), None)
     if key is None:
         raise ConfigError(
-            f"this CLIP holds {sorted(tokens)} but no T5-XXL; load t5xxl with CLIPLoader (type 'sd3') "
-            "or use 'Load Tora Text Encoder'"
+            f"this CLIP holds {sorted(tokens)} but no T5-XXL; load t5xxl with CLIPLoader (type "
+            f"'{t5_clip_type()}') or use 'Load Tora Text Encoder'"
         )
-    hf_tokenizer = getattr(getattr(clip.tokenizer, key, None), "tokenizer", None)
+    hf_tokenizer = _hf_t5_tokenizer(clip, key)
     if hf_tokenizer is not None:
         ids = hf_tokenizer(prompt, max_length=length, padding="max_length", truncation=True)["input_ids"]
         words = [(int(i), 1.0) for i in ids]
     else:
+        log.info("no T5 tokenizer found in this CLIP; re-batching ComfyUI's tokens to %d", length)
         words = _rebatched(tokens[key], length)
     fixed = {k: ([] if k != key else [words]) for k in tokens}
     out = clip.encode_from_tokens(fixed, return_dict=True)
     if out.get("attention_mask") is not None:
         log.warning(
-            "this CLIP applies a T5 attention mask; Tora was trained without one (use CLIPLoader type 'sd3')"
+            "this CLIP applies a T5 attention mask; Tora was trained without one (use CLIPLoader type '%s')",
+            t5_clip_type(),
         )
     return out["cond"]  # [1, length, 4096]
 

@@ -273,7 +273,10 @@ class LoadToraTextEncoder:
     OUTPUT_TOOLTIPS = ("The text encoder; connect it to Tora Text Encode.",)
     FUNCTION = "load"
     CATEGORY = "Tora/loaders"
-    DESCRIPTION = "Alternative to CLIPLoader (type sd3) when the T5 comes with the Tora download."
+    DESCRIPTION = (
+        "Alternative to CLIPLoader (type cogvideox, or sd3 in ComfyUI without it) when the T5 comes with the Tora "
+        "download."
+    )
 
     def load(self, text_encoder, tokens):
         path = comfy_glue.resolve_model(text_encoder, comfy_glue.TEXT_ENCODER_FOLDERS)

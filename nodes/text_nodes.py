@@ -26,8 +26,8 @@ class ToraTextEncode:
                 "clip": (
                     "CLIP",
                     {
-                        "tooltip": "T5-XXL: CLIPLoader with a t5xxl file and type 'sd3', or Load Tora Text "
-                        "Encoder.",
+                        "tooltip": f"T5-XXL: CLIPLoader with a t5xxl file and type '{comfy_glue.t5_clip_type()}' "
+                        "(cogvideox where ComfyUI has it, sd3 otherwise), or Load Tora Text Encoder.",
                     },
                 ),
                 "prompt": (
@@ -55,7 +55,7 @@ class ToraTextEncode:
         else:
             raise TypeError(
                 f"clip must be a ComfyUI CLIP holding T5-XXL or a Tora text encoder, got {type(clip).__name__}; "
-                "connect CLIPLoader (a t5xxl file, type 'sd3') or Load Tora Text Encoder"
+                f"connect CLIPLoader (a t5xxl file, type '{comfy_glue.t5_clip_type()}') or Load Tora Text Encoder"
             )
         return ([[embeds.to(comfy_glue.output_device()), {}]],)
 
