@@ -153,7 +153,9 @@ class Server:
     def run(self, prompt: dict, timeout: float = 600) -> dict:
         status, body = self.post("/prompt", {"prompt": prompt, "client_id": "tora-test"})
         assert status == 200, body
-        prompt_id = body["prompt_id"]
+        return self.wait(body["prompt_id"], timeout)
+
+    def wait(self, prompt_id: str, timeout: float = 600) -> dict:
         deadline = time.time() + timeout
         while time.time() < deadline:
             history = self.get(f"/history/{prompt_id}")
@@ -368,14 +370,20 @@ def test_progress_previews_and_cancel_within_one_step(server):
 
 
 TEXT_CHECK = r'''
-"""In ComfyUI's own python: the pack's T5 tokens vs Tora's official tokenization, and ConditioningZeroOut."""
-import importlib.util, json, sys
+"""In ComfyUI's own python: the pack's T5 tokens vs Tora's official tokenization, and ConditioningZeroOut.
+
+Two CLIP tokenizer layouts, both from this ComfyUI's real classes: CLIPLoader type `sd3` (SD3Tokenizer, T5 under
+`t5xxl`) and the layout of newer cores' type `cogvideox` (an SD1Tokenizer wrapper named "t5xxl", so the T5 sits
+under `clip_t5xxl`, padding to at least 226 tokens without truncating).
+"""
+import functools, importlib.util, json, sys
 COMFY, PACK = sys.argv[1], sys.argv[2]
 sys.path.insert(0, COMFY)
 from comfy.cli_args import args
 args.cpu = True
 import torch
 from transformers import T5TokenizerFast
+import comfy.sd1_clip as sd1_clip
 import comfy.text_encoders.sd3_clip as sd3_clip
 import nodes as core_nodes
 
@@ -383,13 +391,19 @@ spec = importlib.util.spec_from_file_location("tora_pack", PACK + "/__init__.py"
 sys.modules["tora_pack"] = importlib.util.module_from_spec(spec)  # imported as ComfyUI imports a pack
 spec.loader.exec_module(sys.modules["tora_pack"])
 glue = importlib.import_module("tora_pack.nodes.comfy_glue")
+LAYOUTS = {
+    "sd3": sd3_clip.SD3Tokenizer,
+    "cogvideox": functools.partial(
+        sd1_clip.SD1Tokenizer, clip_name="t5xxl", tokenizer=functools.partial(sd3_clip.T5XXLTokenizer, min_length=226)
+    ),
+}
 
 
 class EncoderStandIn:
-    """ComfyUI's real SD3 tokenizer; records what would reach the (4.7B-parameter) T5 instead of running it."""
+    """ComfyUI's real tokenizer classes; records what would reach the (4.7B-parameter) T5 instead of running it."""
 
-    def __init__(self):
-        self.tokenizer = sd3_clip.SD3Tokenizer()
+    def __init__(self, layout):
+        self.tokenizer = LAYOUTS[layout]()
         self.seen = None
 
     def tokenize(self, text):
@@ -402,19 +416,24 @@ class EncoderStandIn:
 
 official = T5TokenizerFast.from_pretrained(COMFY + "/comfy/text_encoders/t5_tokenizer")
 report = []
-for prompt in ["a red balloon drifts over a valley, at sunrise.", "word " * 300, "  two  spaces\nand a newline"]:
-    clip = EncoderStandIn()
-    cond = glue.comfy_t5_embeddings(clip, prompt, 226)
-    ids = [t for t, _ in clip.seen["t5xxl"][0]]
-    want = official(prompt, max_length=226, padding="max_length", truncation=True)["input_ids"]
-    zero = core_nodes.ConditioningZeroOut().zero_out([[cond, {}]])[0]
-    report.append({"equal": ids == want, "length": len(ids), "other_encoders": [len(clip.seen[k]) for k in ("l", "g")],
-                   "shape": list(cond.shape), "zero_ok": bool(zero[0][0].abs().max() == 0) and list(zero[0][0].shape) == [1, 226, 4096]})
+for layout in LAYOUTS:
+    for prompt in ["a red balloon drifts over a valley, at sunrise.", "word " * 300, "  two  spaces\nand a newline"]:
+        clip = EncoderStandIn(layout)
+        core = [t for t, *_ in clip.tokenize(prompt)["t5xxl"][0]]  # what ComfyUI alone would send
+        cond = glue.comfy_t5_embeddings(clip, prompt, 226)
+        ids = [t for t, _ in clip.seen["t5xxl"][0]]
+        want = official(prompt, max_length=226, padding="max_length", truncation=True)["input_ids"]
+        zero = core_nodes.ConditioningZeroOut().zero_out([[cond, {}]])[0]
+        report.append({"layout": layout, "equal": ids == want, "length": len(ids), "core_equal": core == want,
+                       "other_encoders": sorted(len(clip.seen[k]) for k in clip.seen if k != "t5xxl"),
+                       "shape": list(cond.shape), "zero_ok": bool(zero[0][0].abs().max() == 0) and list(zero[0][0].shape) == [1, 226, 4096]})
 print(json.dumps(report))
 '''
 
 
 def test_text_tokens_match_official_and_zero_out_is_the_official_negative(server):
+    """Both CLIPLoader layouts give Tora's official 226 tokens; the cogvideox one alone agrees for short prompts and
+    does not truncate long ones, which the pack does, as Tora's tokenizer did."""
     script = server.base / "text_check.py"
     script.write_text(TEXT_CHECK)
     run = subprocess.run(
@@ -426,11 +445,17 @@ def test_text_tokens_match_official_and_zero_out_is_the_official_negative(server
         env={**os.environ, "PYTHONPATH": str(server.base / "shims")},
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    for case in json.loads(run.stdout.strip().splitlines()[-1]):
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    assert [case["layout"] for case in report] == ["sd3"] * 3 + ["cogvideox"] * 3
+    # core's cogvideox tokens alone: official for short prompts, 301 untruncated tokens for the long one
+    assert [case["core_equal"] for case in report[3:]] == [True, False, True]
+    for case in report:
+        layout = case.pop("layout")
+        case.pop("core_equal")
         assert case == {
             "equal": True,
             "length": 226,
-            "other_encoders": [0, 0],
+            "other_encoders": [0, 0] if layout == "sd3" else [],
             "shape": [1, 226, 4096],
             "zero_ok": True,
         }
@@ -494,3 +519,58 @@ def test_example_workflows_load_in_the_real_frontend(server, tmp_path):
             k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in result["output"].items()
         }
         assert queued == to_api(workflow, object_info), file
+
+
+def wan_track_prompt() -> dict:
+    """Trajectory Canvas `coordinates` → core WanTrackToVideo `tracks` → SaveLatent; text from Tora Empty Text,
+    a start image, and a VAE file that is not a model (no Wan weights here)."""
+    path = {"kind": "path", "points": [[10.0, 40.0], [80.0, 20.0]], "interpolation": "smooth"}
+    canvas = {"version": 1, "width": WIDTH, "height": HEIGHT, "tracks": [{**path, "start_frame": 0,
+              "end_frame": None, "easing": "linear"}]}  # fmt: skip
+    size = {"width": WIDTH, "height": HEIGHT}
+    model = {"model": "tora/tiny_t2v.safetensors", "vae": "vae/tiny_vae/", "precision": "fp32"}
+    wan = {**size, "length": 17, "batch_size": 1, "temperature": 220.0, "topk": 2}
+    links = {
+        "positive": ["3", 0],
+        "negative": ["3", 0],
+        "vae": ["4", 0],
+        "tracks": ["1", 1],
+        "start_image": ["5", 0],
+    }
+    return {
+        "1": {
+            "class_type": "TrajectoryCanvas",
+            "inputs": {**size, "frames": 17, "trajectory": json.dumps(canvas)},
+        },
+        "2": {
+            "class_type": "LoadToraModel",
+            "inputs": {**model, "attention": "sdpa", "offload": "comfy", "blocks_to_swap": 0},
+        },  # fmt: skip
+        "3": {"class_type": "ToraEmptyText", "inputs": {"model": ["2", 0]}},
+        "4": {"class_type": "VAELoader", "inputs": {"vae_name": "not_a_wan_vae.safetensors"}},
+        "5": {"class_type": "LoadImage", "inputs": {"image": "tora_start_image.png"}},
+        "6": {"class_type": "WanTrackToVideo", "inputs": {**wan, **links}},
+        "7": {
+            "class_type": "SaveLatent",
+            "inputs": {"samples": ["6", 2], "filename_prefix": "tora_wan_track"},
+        },
+    }
+
+
+def test_canvas_coordinates_feed_core_wan_track_to_video(server):
+    """Wan ATI's WanTrackToVideo takes the canvas's `coordinates` STRING as its `tracks` input. The prompt passes
+    ComfyUI's validation (HTTP 200, no node errors); without Wan weights the run then stops at the first model
+    use, VAELoader opening the stand-in file, before WanTrackToVideo executes."""
+    object_info = server.get("/object_info")
+    if "WanTrackToVideo" not in object_info:
+        pytest.skip("this ComfyUI has no WanTrackToVideo")
+    assert object_info["WanTrackToVideo"]["input"]["required"]["tracks"][0] == "STRING"
+    (server.base / "models" / "vae" / "not_a_wan_vae.safetensors").write_bytes(b"not a model")
+    prompt = wan_track_prompt()
+    status, body = server.post("/prompt", {"prompt": prompt, "client_id": "tora-test"})
+    assert status == 200 and body["node_errors"] == {}, body
+    entry = server.wait(body["prompt_id"])
+    assert entry["status"]["status_str"] == "error"
+    error = next(data for kind, data in entry["status"]["messages"] if kind == "execution_error")
+    assert error["node_type"] == "VAELoader", error
+    assert "6" not in entry["outputs"] and "7" not in entry["outputs"]
