@@ -162,7 +162,7 @@ def _empty_pinned_cache() -> None:
         empty()
 
 
-def _pinned_reservation(nbytes: int) -> int:
+def pinned_reservation(nbytes: int) -> int:
     """What torch's CachingHostAllocator reserves for a request: the next power of two."""
     return 1 << max(nbytes - 1, 0).bit_length()
 
@@ -355,7 +355,7 @@ class BlockSwap(Sequence[nn.Module]):
             blocks=len(self._masters),
             block_bytes=block_bytes,
             host_bytes=block_bytes,
-            pinned_bytes=sum(_pinned_reservation(m.nbytes) for m in self._masters if m.pinned),
+            pinned_bytes=sum(pinned_reservation(m.nbytes) for m in self._masters if m.pinned),
             prefetch=self.prefetch,
             forwards=self._forwards,
             host_to_device_bytes=self._copied,

@@ -117,6 +117,15 @@ def summary(result: ChainResult) -> str:
             f"- host memory holding the transformer between nodes: {result.host_model_bytes / GIB:.2f} GiB",
             f"- per denoising step (CFG rows batched): {per_step_tflop:.1f} TFLOP, "
             f"host→GPU {result.host_to_device_per_step / GIB:.2f} GiB, GPU→host {result.device_to_host_per_step / GIB:.2f} GiB",
+            *(
+                [
+                    f"- block swap {result.setting.blocks_to_swap} blocks: {result.host_to_device_per_step / GIB:.2f} GiB "
+                    f"host→GPU per step, none back; pinned host memory {result.pinned_bytes / GIB:.2f} GiB on a real GPU "
+                    f"(pinning each tensor separately, as before issue 11: {result.pinned_bytes_per_tensor / GIB:.2f} GiB)"
+                ]
+                if result.setting.blocks_to_swap
+                else []
+            ),
             f"- estimated time per step (roofline – at {TYPICAL_EFFICIENCY:.0%} of peak; an estimate, not a measurement): "
             f"{times}",
         ]
