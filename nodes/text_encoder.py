@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ..tora_model.checkpoint_files import read_state_dict
+from ..tora_model.checkpoint_files import mapped_state_dict
 from ..tora_model.text import TOKENIZER_FILES, T5TextEncoder, t5_weights
 from . import comfy_glue, runtime
 
@@ -38,7 +38,8 @@ class TextEncoder:
 def load_text_encoder(path: Path, max_length: int):
     """A ComfyUI CLIP (inside ComfyUI, T5-XXL weights file) or a `TextEncoder` producing `max_length` tokens."""
     if path.is_file() and comfy_glue.HAS_COMFY:
-        clip = comfy_glue.comfy_clip_from_t5_state_dict(t5_weights(read_state_dict(path)))
+        # memory-mapped views: ComfyUI copies the whole dict into its model, which must not double the host memory
+        clip = comfy_glue.comfy_clip_from_t5_state_dict(t5_weights(mapped_state_dict(path)))
         if clip is not None:
             if max_length != 226:
                 log.warning("a ComfyUI CLIP always gives Tora's 226 tokens; tokens=%d is ignored", max_length)

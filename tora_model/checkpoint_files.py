@@ -179,6 +179,13 @@ def read_state_dict(path: str | Path) -> Mapping[str, torch.Tensor]:
     return _torch_load(path, kind)
 
 
+def mapped_state_dict(path: str | Path) -> Mapping[str, torch.Tensor]:
+    """`read_state_dict` with every tensor a memory-mapped view where the file format allows (safetensors, zip
+    pickles): nothing is copied into process memory. For consumers that turn the mapping into a dict first."""
+    state = read_state_dict(path)
+    return state.mapped() if isinstance(state, LazyStateDict) else state
+
+
 def sub_state_dict(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     """Tensors under `prefix`, prefix removed — e.g. `keymaps.SAT_VAE_PREFIX` / `SAT_T5_PREFIX` of a SAT file."""
     return {k[len(prefix) :]: state_dict[k] for k in state_dict if k.startswith(prefix)}

@@ -67,6 +67,9 @@ class SafetensorsFile:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.entries = self._read_header()
+        self._mapping: torch.Tensor | None = (
+            None  # [file bytes] uint8, a private memory map made on first use
+        )
 
     def _fail(self, what: str) -> CheckpointError:
         return CheckpointError(
@@ -129,6 +132,18 @@ class SafetensorsFile:
         out_shape = (total, *entry.shape[1:]) if entry.shape else ()
         return buffer.view(entry.dtype).reshape(out_shape)
 
+    def mapped(self, name: str) -> torch.Tensor:
+        """Tensor `name` as a view of a private (copy-on-write) memory map of the file: nothing is read or held in
+        process memory until the bytes are used, and the pages are the page cache's, which the OS can drop. A tensor
+        whose offset does not suit its dtype's alignment is read into a fresh buffer instead."""
+        entry = self.entries[name]
+        if entry.start % entry.dtype.itemsize:
+            return self.read(name)
+        if self._mapping is None:
+            size = self.path.stat().st_size
+            self._mapping = torch.from_file(str(self.path), shared=False, size=size, dtype=torch.uint8)
+        return self._mapping[entry.start : entry.stop].view(entry.dtype).reshape(entry.shape)
+
 
 class TensorSource:
     """Named tensors: `keys`, `meta` (shape + dtype, nothing read) and `read` (a fresh tensor, optionally only
@@ -142,6 +157,10 @@ class TensorSource:
 
     def read(self, name: str, rows: list[tuple[int, int]] | None = None) -> torch.Tensor:
         raise NotImplementedError
+
+    def mapped(self, name: str) -> torch.Tensor:
+        """The tensor without a copy where the source is a memory-mapped file (read-only use!), else `read`."""
+        return self.read(name)
 
 
 class SafetensorsSource(TensorSource):
@@ -159,6 +178,9 @@ class SafetensorsSource(TensorSource):
 
     def read(self, name: str, rows: list[tuple[int, int]] | None = None) -> torch.Tensor:
         return self._files[name].read(name, rows)
+
+    def mapped(self, name: str) -> torch.Tensor:
+        return self._files[name].mapped(name)
 
 
 class MappingSource(TensorSource):
@@ -184,6 +206,9 @@ class MappingSource(TensorSource):
             _forget_mapped_pages(tensor)
         return out
 
+    def mapped(self, name: str) -> torch.Tensor:
+        return self._tensors[name] if self._mapped else self.read(name)
+
 
 class PrefixedSource(TensorSource):
     """Names relative to `prefix` of another source (SAT DiT keys are planned without `model.diffusion_model.`)."""
@@ -199,6 +224,9 @@ class PrefixedSource(TensorSource):
 
     def read(self, name: str, rows: list[tuple[int, int]] | None = None) -> torch.Tensor:
         return self._inner.read(self._prefix + name, rows)
+
+    def mapped(self, name: str) -> torch.Tensor:
+        return self._inner.mapped(self._prefix + name)
 
 
 class CombinedSource(TensorSource):
@@ -220,6 +248,9 @@ class CombinedSource(TensorSource):
 
     def read(self, name: str, rows: list[tuple[int, int]] | None = None) -> torch.Tensor:
         return self._owner[name].read(name, rows)
+
+    def mapped(self, name: str) -> torch.Tensor:
+        return self._owner[name].mapped(name)
 
 
 def _forget_mapped_pages(tensor: torch.Tensor) -> None:
@@ -254,3 +285,9 @@ class LazyStateDict(Mapping):
 
     def __len__(self) -> int:
         return len(self._keys)
+
+    def mapped(self) -> dict[str, torch.Tensor]:
+        """Every tensor at once, as memory-mapped views where the file allows (see `SafetensorsFile.mapped`): for a
+        consumer that copies the whole dict before using it (`nn.Module.load_state_dict`, ComfyUI's text encoder
+        loader), so the file is not materialised in memory beside the model it fills. Read-only use."""
+        return {key: self._source.mapped(key) for key in self._keys}
