@@ -6,9 +6,9 @@ is an explicit path, and a missing one names the flag, the path and where to get
 effect, and outputs that cannot be written, are refused before any file is read; every argument (numbers, device,
 the content of each weights file's header, the trajectory at the generation size) is checked before any model is
 built (argument types and the parser class: `cli_args.py`), and each refusal is one message naming the option, what
-was expected, what arrived and how to fix it.
-Outputs are written only after the run succeeded (`cli_output.py`: temporary names, then moved into place). The tiny
-random demo models are built by `demo_models.py`, the trained ones loaded by `demo_trained.py`.
+was expected, what arrived and how to fix it. Outputs are written only after the run succeeded (`cli_output.py`:
+temporary names, then moved into place). The tiny random demo models are built by `demo_models.py`, the trained ones
+loaded by `demo_trained.py`.
 
 Layouts: start image float32 RGB [H, W, 3] in [0, 1]; prompt embeddings [1, L, D]; frames as in `cli_output.py`.
 """
@@ -31,6 +31,7 @@ import torch
 from .checkpoint_files import check_weights_file, read_state_dict
 from .cli_args import Parser, check_device, finite_float, fraction, non_negative_float, positive_int
 from .cli_output import check_video_writer, to_uint8, write_outputs, write_preview
+from .cli_speed import add_speed_args, finish_speed, speed_from_args
 from .demo_models import build_demo_models, demo_trajectory, encode_demo_prompt, save_demo_models
 from .errors import CheckpointError, ConfigError, ToraError, TrajectoryFormatError
 from .motion_guidance import motion_from_flow, motion_from_trajectory, trajectory_flow_rgb
@@ -143,13 +144,6 @@ def _sampling_settings(args: argparse.Namespace) -> dict:
 # ---------------------------------------------------------------------------------------------------- generate
 
 
-def _check_weights(flag: str, path: Path) -> None:
-    """A weights file given to `flag`: its content checked cheaply (kind, header, size) before any model is built."""
-    if path.is_file():
-        with _about(flag):
-            check_weights_file(path)
-
-
 def _device_and_dtype(args: argparse.Namespace) -> tuple[torch.device, torch.dtype]:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = DTYPES[args.dtype] if args.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
@@ -167,11 +161,6 @@ def _refuse_unused(args: argparse.Namespace) -> None:
     motion = (args.motion_strength, args.motion_start, args.motion_end, args.trajectory_mode)
     if args.trajectory is None and motion != (1.0, 0.0, 1.0, "auto"):
         unused.append("--motion-strength/--motion-start/--motion-end/--trajectory-mode (no --trajectory)")
-    if args.motion_start > args.motion_end:
-        raise ConfigError(
-            f"--motion-start {args.motion_start} is after --motion-end {args.motion_end}: the motion window is the "
-            "fraction of steps from start to end, e.g. --motion-start 0 --motion-end 0.2"
-        )
     if unused:
         raise ConfigError(
             f"{', '.join(unused)} would have no effect: prompts are encoded only with --t5 (--prompt-embeds files "
@@ -215,11 +204,17 @@ def _check_generate_args(args: argparse.Namespace) -> None:
         require_path("--t5-tokenizer", args.t5_tokenizer, "a T5 tokenizer folder (spiece.model)", T5_SOURCE)
     if args.image is not None:
         require_image(args.image)
+    if args.motion_start > args.motion_end:
+        raise ConfigError(
+            f"--motion-start {args.motion_start} is after --motion-end {args.motion_end}: the motion window is the "
+            "fraction of steps from start to end, e.g. --motion-start 0 --motion-end 0.2"
+        )
     check_device(args.device)
-    for flag in ("--transformer", "--vae", "--t5", "--prompt-embeds"):
+    for flag in ("--transformer", "--vae", "--t5", "--prompt-embeds"):  # cheap checks: kind, header, size
         path = getattr(args, flag[2:].replace("-", "_"))
-        if path is not None:
-            _check_weights(flag, path)
+        if path is not None and path.is_file():
+            with _about(flag):
+                check_weights_file(path)
 
 
 def _text_embeddings(args: argparse.Namespace, device: torch.device, dtype: torch.dtype):
@@ -250,6 +245,7 @@ def run_generate(args: argparse.Namespace) -> None:
     if args.trajectory:
         flow_rgb = trajectory_flow_rgb(load_trajectory(args.trajectory), mode=args.trajectory_mode, **size)
     image = load_image(args.image) if args.image is not None else None
+    speed = speed_from_args(args)
     device, dtype = _device_and_dtype(args)
     cond, uncond = _text_embeddings(args, device, dtype)
     with _about("--transformer"):
@@ -284,9 +280,11 @@ def run_generate(args: argparse.Namespace) -> None:
         motion=motion,
         image_latents=image_latents,
         progress=_step_logger(),
+        speed=speed,
         **_sampling_settings(args),
     )
     write_outputs(decode_latents(vae, latents, tiling=tiling), args.out, args.frames_dir, args.fps)
+    finish_speed(speed, args)
 
 
 # ---------------------------------------------------------------------------------------------------- demo
@@ -378,6 +376,7 @@ def _add_generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vae-tiling", choices=("auto", "on", "off"), default="auto", help="tiled VAE decoding")
     p.add_argument("--out", type=Path, help="output video (.mp4 needs imageio-ffmpeg; .gif needs imageio)")
     p.add_argument("--frames-dir", type=Path, help="also (or only) write PNG frames here")
+    add_speed_args(p)
 
 
 def _add_sampling_args(
