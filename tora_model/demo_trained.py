@@ -5,7 +5,8 @@ disc at the path's start); the path goes through the real trajectory path (`moti
 Gaussian-spread flow → flow colours → VAE → extractor) and the real pipeline (`pipeline.generate`, I2V). Outputs in
 `--out`: `video` (the generated clip), `flow` (the flow video the model saw) and `side_by_side` (generated | generated
 with the drawn path and the per-frame target overlaid, ×4 nearest-neighbour for viewing), as PNG frames plus
-.mp4/.gif when imageio is installed. The measured trajectory error of the run is logged.
+.mp4/.gif when imageio is installed. The run's trajectory error is logged, with the frames where the
+tracker lost the object named (they are never averaged away).
 
 Layouts: frames uint8 [F, H, W, 3] RGB.
 """
@@ -57,6 +58,30 @@ def side_by_side(frames: np.ndarray, centres: np.ndarray) -> np.ndarray:
     return np.stack(out)
 
 
+def path_report(pixels: np.ndarray, centres: np.ndarray) -> tuple[str, int]:
+    """(one log line, lost frames): how far the red object strays from `centres` [F, 2] in `pixels` uint8 [F, H, W, 3].
+
+    Frames where the tracker finds no object are reported as lost (how many, which) and count in no average: a
+    mean over the found frames alone would hide exactly the frames where control failed.
+    """
+    tracked = track_colours(pixels, PALETTE[:1])[0, 1:]  # [F-1, 2], frame 0 is the conditioning image
+    lost = np.flatnonzero(np.isnan(tracked[:, 0])) + 1
+    found = np.hypot(*(tracked - centres[1:]).T)[~np.isnan(tracked[:, 0])]
+    moving = len(centres) - 1
+    if not found.size:
+        return f"object LOST in all {moving} generated frames (1-{moving}): the model did not draw it", moving
+    summary = (
+        f"object follows the path in {found.size} of {moving} frames: mean error {found.mean():.2f} px, "
+        f"max {found.max():.2f} px"
+    )
+    if lost.size:
+        lost_frames = ", ".join(map(str, lost))
+        return f"{summary}; LOST in {lost.size} frames ({lost_frames}), counted in neither figure", int(
+            lost.size
+        )
+    return f"{summary}; no frame lost", 0
+
+
 def run_trained_demo(args: argparse.Namespace, write_preview) -> None:
     """Generate with the trained tiny Tora and write video, flow and side-by-side previews to args.out."""
     if args.cfg is not None:
@@ -99,9 +124,8 @@ def run_trained_demo(args: argparse.Namespace, write_preview) -> None:
         **size,
     )
     pixels = np.clip(np.rint(frames.numpy() * 255), 0, 255).astype(np.uint8)  # [F, H, W, 3]
-    tracked = track_colours(pixels, PALETTE[:1])[0]  # [F, 2]
-    error = np.hypot(*(tracked - centres[0]).T)
-    log.info("object follows the path: mean error %.2f px, max %.2f px", np.nanmean(error), np.nanmax(error))
+    report, lost = path_report(pixels, centres[0])
+    (log.warning if lost else log.info)("%s", report)
     write_preview(flow_rgb, args.out, "flow", args.fps)
     write_preview(pixels, args.out, "video", args.fps)
     write_preview(side_by_side(pixels, centres), args.out, "side_by_side", args.fps)
