@@ -35,7 +35,6 @@ CUDA_ALLOCATION_GRANULARITY = 512  # bytes; the caching allocator rounds every b
 FP32_PROMOTION_BYTES = 16 * 2**20  # float32 outputs from half inputs larger than this count as a promotion
 HALF_DTYPES = (torch.float16, torch.bfloat16)
 PACK_ROOT = Path(__file__).resolve().parents[2]
-HOST_SCALAR_STAND_IN = {True: 0.0, False: 0}
 COPY_OPS = {torch.ops.aten._to_copy.default, torch.ops.aten.copy_.default}
 
 
@@ -173,10 +172,6 @@ class DeviceMemory(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func is torch.ops.aten._local_scalar_dense.default and args[0].device.type == "cpu":
-            # A host-side read of a host tensor (input validation, say): no GPU sync, and fake tensors carry no
-            # values, so a zero of the right type stands in. Reads of GPU tensors still raise below.
-            return HOST_SCALAR_STAND_IN[args[0].dtype.is_floating_point]
         try:
             out = func(*args, **kwargs)
         except SimulatedGPUError:
@@ -245,7 +240,3 @@ class DeviceMemory(TorchDispatchMode):
                     f"simulated GPU: {self._where(func)} promotes a half-precision activation to float32 "
                     f"{tuple(tensor.shape)} ({nbytes / 2**20:.0f} MiB) on the hot path; compute it in the model dtype"
                 )
-
-
-def record_as_dict(record: StageRecord) -> dict:
-    return dataclasses.asdict(record) | {"activation_bytes": record.activation_bytes}
