@@ -69,7 +69,9 @@ def test_the_t5_tokenizer_is_found_for_both_cliploader_types(glue, attribute, ca
     inner = getattr(clip.tokenizer, attribute).tokenizer
     assert inner.calls == [("a red balloon over a valley", LENGTH, "max_length", True)]
     ids = [token for token, _ in clip.seen["t5xxl"][0]]
-    assert ids == [100, 101, 102, 103, 104, 105, 1] + [0] * (LENGTH - 7)  # the tokenizer's, not ComfyUI's batch
+    assert ids == [100, 101, 102, 103, 104, 105, 1] + [0] * (
+        LENGTH - 7
+    )  # the tokenizer's, not ComfyUI's batch
     assert "re-batching" not in caplog.text
 
 
