@@ -71,7 +71,8 @@ class JointAttention(nn.Module):
         # x is this call's own normalised tensor, so its video rows are rotated in place.
         num_video = rope[0].shape[0]
         video = x[:, -num_video:]  # [B, N, heads, d] view
-        if x.requires_grad:  # out= records no autograd history
+        # out= records no autograd history, and torch.compile cannot trace out= into a strided view
+        if x.requires_grad or torch.compiler.is_compiling():
             x[:, -num_video:] = apply_rope(video, *rope)
         else:  # inference: write straight into the rows (the final addcmul reads only temporaries)
             apply_rope(video, *rope, out=video)

@@ -30,7 +30,7 @@ from .config import ToraConfig
 from .embeddings import PatchEmbed, TimestepEmbedding, timestep_sinusoid
 from .errors import CheckpointError, ConfigError
 from .motion import MotionGuidanceFuser, TrajectoryExtractor
-from .transformer import ToraTransformer
+from .transformer import BlockFn, BlockInputs, ToraTransformer
 
 BACKBONE_KEY = "tora_backbone"  # safetensors metadata: which backbone a file holds
 CONFIG_KEY = "tora_config"  # safetensors metadata: the ToraConfig fields as JSON
@@ -111,8 +111,11 @@ class STBlock(nn.Module):
         grid: tuple[int, int, int],
         attention_fn: AttentionFn,
         fuse: Callable[[Tensor], Tensor] | None = None,
+        run: BlockFn | None = None,
     ) -> Tensor:
-        """video `[B, N, D]`, text `[B, L, D]`, emb `[B, E]` → video `[B, N, D]`."""
+        """video `[B, N, D]`, text `[B, L, D]`, emb `[B, E]` → video `[B, N, D]`; `run` as in `ToraBlock`."""
+        if run is not None:
+            return run(self, video, text, emb, grid, attention_fn, fuse)
         frames, height, width = grid
         shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(F.silu(emb))[:, None].chunk(6, dim=-1)
         x = torch.addcmul(shift1, self.norm1(video), 1 + scale1)  # [B, N, D]
@@ -129,6 +132,11 @@ class STBlock(nn.Module):
             video = video + self.cross_attn(self.norm_cross(video), attention_fn, context=text)  # [B, N, D]
         x = torch.addcmul(shift2, self.norm2(video), 1 + scale2)
         return torch.addcmul(video, gate2, self.mlp(x))
+
+    def modulated_input(self, video: Tensor, emb: Tensor) -> Tensor:
+        """The attention input before motion fusion, `[B, N, D]`: what `forward` computes first."""
+        shift1, scale1 = self.modulation(F.silu(emb))[:, None].chunk(6, dim=-1)[:2]
+        return torch.addcmul(shift1, self.norm1(video), 1 + scale1)
 
 
 class FinalLayer(nn.Module):
@@ -196,7 +204,7 @@ class STDiTTransformer(nn.Module):
         """`blocks` under the CogVideoX path's name, for fp8 storage and block swap (state-dict keys unchanged)."""
         return self.blocks
 
-    def forward(
+    def prepare(
         self,
         latents: Tensor,
         timestep: Tensor,
@@ -205,8 +213,8 @@ class STDiTTransformer(nn.Module):
         image_latents: Tensor | None = None,
         motion_scale: float = 1.0,
         attention_fn: AttentionFn | None = None,
-    ) -> Tensor:
-        """Predict v `[B, T, 16, H, W]`; arguments as `ToraTransformer.forward`."""
+    ) -> BlockInputs:
+        """Checks, embeddings and position tables: what `forward` does before block 0."""
         x = self._model_input(latents, image_latents)  # [B, T, C_in, H, W]
         batch, frames, _, height, width = latents.shape
         p, dtype = self.config.patch_size, self.dtype
@@ -221,15 +229,31 @@ class STDiTTransformer(nn.Module):
         video = video + repeat(space, "s d -> (t s) d", t=frames)  # [B, N, D]
         time = repeat(time, "t d -> (t s) d", s=grid[1] * grid[2])  # [N, D]
         fusers = self._fusers(motion_features, batch, grid, motion_scale)
-        fn = attention_fn or self.attention_fn
-        for i, (block, fuse) in enumerate(zip(self.blocks, fusers, strict=True)):
+        return BlockInputs(video, text, emb, grid, (time,), fusers, attention_fn or self.attention_fn)
+
+    def modulated_input(self, inputs: BlockInputs) -> Tensor:
+        """Block 0's timestep-modulated video input `[B, N, D]` (before motion fusion): the step cache's probe."""
+        return self.blocks[0].modulated_input(inputs.video, inputs.emb)
+
+    def run_blocks(self, inputs: BlockInputs, run: BlockFn | None = None) -> Tensor:
+        """Video tokens `[B, N, D]` after the last block; `run` replaces each block's body (compiled blocks)."""
+        video, (time,) = inputs.video, inputs.positions
+        for i, (block, fuse) in enumerate(zip(self.blocks, inputs.fusers, strict=True)):
             if i == 1:
                 video = video + time  # the temporal table joins before the first temporal block
-            video = block(video, text, emb, grid, fn, fuse)
-        out = self.final(video, emb)  # [B, N, 16·p·p]
-        return rearrange(out, "b (t h w) (c p q) -> b t c (h p) (w q)", t=frames, h=grid[1], p=p, q=p)
+            video = block(video, inputs.text, inputs.emb, inputs.grid, inputs.attention_fn, fuse, run=run)
+        return video
 
-    # Input checks, motion-feature checks and the per-block fuser callables are those of the CogVideoX path.
+    def finish(self, inputs: BlockInputs, video: Tensor) -> Tensor:
+        """Video tokens `[B, N, D]` after the blocks → v `[B, T, 16, H, W]`."""
+        frames, height, _ = inputs.grid
+        p = self.config.patch_size
+        out = self.final(video, inputs.emb)  # [B, N, 16·p·p]
+        return rearrange(out, "b (t h w) (c p q) -> b t c (h p) (w q)", t=frames, h=height, p=p, q=p)
+
+    # The forward (prepare → run_blocks → finish), input checks, motion-feature checks and the per-block fuser
+    # callables are those of the CogVideoX path.
+    forward = ToraTransformer.forward
     extract_motion = ToraTransformer.extract_motion
     _require_motion_modules = ToraTransformer._require_motion_modules
     _model_input = ToraTransformer._model_input

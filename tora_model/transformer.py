@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -26,9 +27,30 @@ from .embeddings import PatchEmbed, TimestepEmbedding, cached_rope_tables
 from .errors import ConfigError
 from .motion import MotionGuidanceFuser, TrajectoryExtractor
 
+# run(block, *block arguments) → the block's output: its forward body, or a compiled copy of it
+BlockFn = Callable[..., object]
+
 
 def _modulated_norm(norm: nn.LayerNorm, x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
     return torch.addcmul(shift, norm(x), 1 + scale)  # LN(x)·(1 + scale) + shift
+
+
+@dataclass(frozen=True)
+class BlockInputs:
+    """Everything the block stack of one forward needs, made once by `prepare` (one value per call, never stored).
+
+    video `[B, N, D]` and text `[B, L, D]` tokens entering block 0, emb `[B, E]`, grid (T, h, w) in patches,
+    positions (RoPE tables `[N, head_dim]` for CogVideoX; the temporal table `[N, D]` for the ST-DiT), one fuser
+    callable per block (or None), and the attention kernel.
+    """
+
+    video: Tensor
+    text: Tensor
+    emb: Tensor
+    grid: tuple[int, int, int]
+    positions: tuple[Tensor, ...]
+    fusers: list[Callable[[Tensor], Tensor] | None]
+    attention_fn: AttentionFn
 
 
 class AdaLayerNormZero(nn.Module):
@@ -108,8 +130,15 @@ class ToraBlock(nn.Module):
         rope: tuple[Tensor, Tensor],
         attention_fn: AttentionFn,
         fuse: Callable[[Tensor], Tensor] | None = None,
+        run: BlockFn | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """video `[B, N, D]`, text `[B, L, D]`, emb `[B, E]` → updated (video, text)."""
+        """video `[B, N, D]`, text `[B, L, D]`, emb `[B, E]` → updated (video, text).
+
+        `run(block, video, text, emb, rope, attention_fn, fuse)` replaces the body (a compiled copy of it,
+        `compiled_blocks.py`); it is called from here so forward hooks such as block swap's still run around it.
+        """
+        if run is not None:
+            return run(self, video, text, emb, rope, attention_fn, fuse)
         video_in, text_in, gate, text_gate = self.norm1(video, text, emb)
         if fuse is not None:
             video_in = fuse(video_in)  # only the video attention input carries motion (spec §4.2)
@@ -174,7 +203,14 @@ class ToraTransformer(nn.Module):
             )
         return self.traj_extractor(motion_latents)
 
-    def forward(
+    def forward(self, *args, **kwargs) -> Tensor:
+        """Predict v `[B, T, 16, H, W]` (in the parameters' dtype); arguments as `prepare`."""
+        inputs = self.prepare(*args, **kwargs)
+        return self.finish(inputs, self.run_blocks(inputs))
+
+    # The forward in three parts, so a per-run caller (`speed.NetworkRunner`) can skip or compile the block stack.
+
+    def prepare(
         self,
         latents: Tensor,
         timestep: Tensor,
@@ -183,8 +219,8 @@ class ToraTransformer(nn.Module):
         image_latents: Tensor | None = None,
         motion_scale: float = 1.0,
         attention_fn: AttentionFn | None = None,
-    ) -> Tensor:
-        """Predict v `[B, T, 16, H, W]` (in the parameters' dtype).
+    ) -> BlockInputs:
+        """Checks, embeddings and positions: what `forward` does before block 0.
 
         latents `[B, T, 16, H, W]`; timestep `[B]` or `[1]`; text_embeds `[B, L, text_dim]`; motion_features from
         `extract_motion` for batch B or 1 (one per block, `None` = plain CogVideoX); image_latents `[B or 1, T, 16, H, W]`
@@ -199,11 +235,26 @@ class ToraTransformer(nn.Module):
         grid = (frames, height // p, width // p)
         rope = cached_rope_tables(grid, self.config.rope_dims, latents.device, dtype)  # [N, head_dim] each
         fusers = self._fusers(motion_features, batch, grid, motion_scale)
-        for block, fuse in zip(self.transformer_blocks, fusers, strict=True):
-            video, text = block(video, text, emb, rope, attention_fn or self.attention_fn, fuse)
+        return BlockInputs(video, text, emb, grid, rope, fusers, attention_fn or self.attention_fn)
+
+    def modulated_input(self, inputs: BlockInputs) -> Tensor:
+        """Block 0's timestep-modulated video input `[B, N, D]` (before motion fusion): the step cache's probe."""
+        return self.transformer_blocks[0].norm1(inputs.video, inputs.text, inputs.emb)[0]
+
+    def run_blocks(self, inputs: BlockInputs, run: BlockFn | None = None) -> Tensor:
+        """Video tokens `[B, N, D]` after the last block; `run` replaces each block's body (compiled blocks)."""
+        video, text = inputs.video, inputs.text
+        for block, fuse in zip(self.transformer_blocks, inputs.fusers, strict=True):
+            video, text = block(video, text, inputs.emb, inputs.positions, inputs.attention_fn, fuse, run=run)
+        return video
+
+    def finish(self, inputs: BlockInputs, video: Tensor) -> Tensor:
+        """Video tokens `[B, N, D]` after the blocks → v `[B, T, 16, H, W]`."""
+        frames, height, _ = inputs.grid
+        p = self.config.patch_size
         # norm_final acts per token, so normalising only the video tokens equals SAT's LN over [text; video].
-        video = self.proj_out(self.norm_out(self.norm_final(video), emb))  # [B, N, 16·p·p]
-        return rearrange(video, "b (t h w) (c p q) -> b t c (h p) (w q)", t=frames, h=grid[1], p=p, q=p)
+        video = self.proj_out(self.norm_out(self.norm_final(video), inputs.emb))  # [B, N, 16·p·p]
+        return rearrange(video, "b (t h w) (c p q) -> b t c (h p) (w q)", t=frames, h=height, p=p, q=p)
 
     def _require_motion_modules(self, what: str) -> None:
         if not self.config.has_motion_modules:
