@@ -99,8 +99,9 @@ def trajectory_errors(frames: np.ndarray, clip: Clip) -> tuple[np.ndarray, int]:
     return errors.ravel(), int(missing.sum())
 
 
-def generate_clip(model, vae, clip: Clip, *, steps: int, seed: int, motion: bool) -> np.ndarray:
-    """Frames [F, H, W, 3] in [0, 255] generated from the clip's first frame (and trajectory when `motion`)."""
+def generate_clip(model, vae, clip: Clip, *, steps: int, seed: int, motion: bool, speed=None) -> np.ndarray:
+    """Frames [F, H, W, 3] in [0, 255] generated from the clip's first frame (and trajectory when `motion`);
+    `speed` as `pipeline.sample_latents` (step cache, compiled blocks; None = exact)."""
     guidance = None
     if motion:
         generator = torch.Generator().manual_seed(seed + 1)
@@ -129,6 +130,7 @@ def generate_clip(model, vae, clip: Clip, *, steps: int, seed: int, motion: bool
         dynamic_cfg=False,
         motion=guidance,
         tiling=False,
+        speed=speed,
     )
     return frames.numpy() * 255
 

@@ -13,6 +13,7 @@ transformer sees; text embeddings [1, L, text_dim]; frames [F, H, W, 3] float32 
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -24,6 +25,7 @@ from einops import rearrange
 
 from .errors import ConfigError
 from .sampling import ModelFn, ProgressFn, StepInfo, sample
+from .speed import NetworkRunner, SpeedOptions
 from .vae import SCALE, Tiling
 
 if TYPE_CHECKING:
@@ -233,16 +235,27 @@ def _check_conditioning(
             )
 
 
-def _model_fn(model, motion: MotionGuidance | None, image_latents: torch.Tensor | None) -> ModelFn:
-    """The sampler's network callback: float32 x → model dtype/device, motion only inside its step window."""
+def _model_fn(
+    model,
+    motion: MotionGuidance | None,
+    image_latents: torch.Tensor | None,
+    runner: NetworkRunner | None = None,
+) -> ModelFn:
+    """The sampler's network callback: float32 x → model dtype/device, motion only inside its step window.
+
+    Without a runner it is the model's own forward; a runner (speed options: step cache, compiled blocks) gets the
+    same arguments plus the step."""
     device, dtype = placement(model)
     image = None if image_latents is None else image_latents.to(device=device, dtype=dtype)
+    network = model if runner is None else functools.partial(runner, model)
 
     def model_fn(
         x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor, step: StepInfo
     ) -> torch.Tensor:
         active = motion is not None and motion.active_at(step.index, step.total)
-        return model(
+        arguments = () if runner is None else (step,)
+        return network(
+            *arguments,
             x.to(device=device, dtype=dtype),  # [B', T, 16, h, w]
             timestep.to(device),  # [B']
             context.to(device=device, dtype=dtype),  # [B', L, D]
@@ -273,13 +286,15 @@ def sample_latents(
     progress: ProgressFn | None = None,
     should_stop: Callable[[], bool] | None = None,
     numerics: str = "sat",
+    speed: SpeedOptions | NetworkRunner | None = None,
 ) -> torch.Tensor:
     """Denoise from seeded noise to scaled latents [1, T, 16, h, w] float32 (see the module docstring).
 
     uncond_embeds None = an all-zero unconditional context (official SAT). The initial noise is drawn from the
     run's generator on the generator's device and moved to the model's device; the sampler's per-step noise
     follows from the same generator. progress(step, total, x0) runs after every step; should_stop() before
-    every step (GenerationInterrupted when it answers True).
+    every step (GenerationInterrupted when it answers True). speed: step cache, CFG mode and compiled blocks
+    (`speed.SpeedOptions`; None = the exact defaults), or a `NetworkRunner` made for this run (to read its counters).
     """
     check_generation_size(width, height, num_frames, trained_size=model.config.trained_size)
     compression = model.config.vae_spatial_compression
@@ -290,8 +305,12 @@ def sample_latents(
     noise = torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32).to(device)
     text_embeds = text_embeds.to(device)
     uncond = torch.zeros_like(text_embeds) if uncond_embeds is None else uncond_embeds.to(device)
-    return sample(
-        _model_fn(model, motion, image_latents),
+    runner = speed
+    if isinstance(speed, SpeedOptions):
+        runner = None if speed.plain_forward else NetworkRunner(speed, steps, motion, device)
+    options = speed if isinstance(speed, SpeedOptions) else getattr(speed, "options", SpeedOptions())
+    latents = sample(
+        _model_fn(model, motion, image_latents, runner),
         noise,
         cond=text_embeds,
         uncond=uncond,
@@ -303,7 +322,11 @@ def sample_latents(
         generator=generator,
         callback=progress,
         should_stop=should_stop,
+        **options.sampler_kwargs(),
     )
+    if runner is not None:
+        log.info("sampling: %s", runner.summary())
+    return latents
 
 
 def generate(
