@@ -31,6 +31,7 @@ import torch
 from .checkpoint_files import check_weights_file, read_state_dict
 from .cli_args import Parser, check_device, finite_float, fraction, non_negative_float, positive_int
 from .cli_output import check_video_writer, to_uint8, write_outputs, write_preview
+from .cli_speed import add_speed_args, finish_speed, speed_from_args
 from .demo_models import build_demo_models, demo_trajectory, encode_demo_prompt, save_demo_models
 from .errors import CheckpointError, ConfigError, ToraError, TrajectoryFormatError
 from .motion_guidance import motion_from_flow, motion_from_trajectory, trajectory_flow_rgb
@@ -244,6 +245,7 @@ def run_generate(args: argparse.Namespace) -> None:
     if args.trajectory:
         flow_rgb = trajectory_flow_rgb(load_trajectory(args.trajectory), mode=args.trajectory_mode, **size)
     image = load_image(args.image) if args.image is not None else None
+    speed = speed_from_args(args)
     device, dtype = _device_and_dtype(args)
     cond, uncond = _text_embeddings(args, device, dtype)
     with _about("--transformer"):
@@ -278,9 +280,11 @@ def run_generate(args: argparse.Namespace) -> None:
         motion=motion,
         image_latents=image_latents,
         progress=_step_logger(),
+        speed=speed,
         **_sampling_settings(args),
     )
     write_outputs(decode_latents(vae, latents, tiling=tiling), args.out, args.frames_dir, args.fps)
+    finish_speed(speed, args)
 
 
 # ---------------------------------------------------------------------------------------------------- demo
@@ -372,6 +376,7 @@ def _add_generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vae-tiling", choices=("auto", "on", "off"), default="auto", help="tiled VAE decoding")
     p.add_argument("--out", type=Path, help="output video (.mp4 needs imageio-ffmpeg; .gif needs imageio)")
     p.add_argument("--frames-dir", type=Path, help="also (or only) write PNG frames here")
+    add_speed_args(p)
 
 
 def _add_sampling_args(
