@@ -325,3 +325,26 @@ def test_memory_estimates_agree_with_the_simulated_run():
     }
     for name, value in measured.items():
         assert estimated[name] == pytest.approx(value, rel=0.10), name
+
+
+def test_plan_command_prints_the_node_table_and_the_recommendation(monkeypatch, capsys):
+    import tora_model.simulated_gpu.plan as plan
+    from tora_model.cli import main
+
+    models = tiny_models("tiny")
+    monkeypatch.setattr(plan, "run_chain", lambda setting, stages=STAGES: run_chain(setting, models, stages))
+    monkeypatch.setattr(
+        plan, "recommend", lambda card, base: recommend(card, base, models.transformer.num_layers)
+    )
+    size = ["--width", "64", "--height", "64", "--num-frames", "9"]
+    assert (
+        main(["-q", "plan", *size, "--precision", "fp8_e4m3fn", "--blocks-to-swap", "1", "--gpu", "8GB"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "T2V fp8_e4m3fn + block swap 1, 64x64x9" in out and "| Tora Sampler |" in out
+    assert (
+        "block swap 1 blocks" in out and "Fits a 8 GB card" in out and "an estimate, not a measurement" in out
+    )
+    assert main(["-q", "plan", *size, "--gpu", "48GB"]) == 0
+    assert "For a 48 GB card, Load Tora Model: precision `bf16`, offload `comfy`" in capsys.readouterr().out
+    assert main(["-q", "plan", "--gpu", "lots"]) == 2

@@ -221,7 +221,7 @@ def run_plan(args: argparse.Namespace) -> str:
             verdict = (
                 f"\n\n{'Fits' if fits(result, card) else 'Does NOT fit'} a {card:g} GB card (tiled decode)."
             )
-        return f"{header}, {base.describe()}\n\n{node_table(result)}\n\n{summary(result)}{verdict}"
+        return f"Simulated GPU run of the real pipeline: {base.describe()}\n\n{node_table(result)}\n\n{summary(result)}{verdict}"
     chosen, results = recommend(card, base)
     tried = "\n".join(
         f"- {r.setting.describe()}: needs {needed_gib(_peak(r, False), card):.2f} of {card:g} GiB "
