@@ -1,13 +1,16 @@
-"""Measured trajectory control of the tiny Tora: `python -m tora_model.evaluate --clips 16 --steps 20`.
+"""Measured trajectory control of the tiny Tora, by path family: `python -m tora_model.evaluate`.
 
-Source: issue 7 ("Measured control"). Held-out clips come from `tora_model.synthetic` with a seed the training never
-used; each is generated from its first frame and its drawn trajectory through the real pipeline
+Source: issue 7 ("Measured control"), issue 12 (by path family). Held-out clips come from `tora_model.synthetic`
+with seeds the training never used: one row per family of `path_families` with one object, and a row of 2–3
+crossing objects over all families. Each clip is generated from its first frame and its trajectory (in the
+trajectory's own timing: drawn curves smooth, per-frame paths per point) through the real pipeline
 (`motion_guidance.motion_from_trajectory` → `pipeline.generate`), then every object is tracked in the output by
 colour segmentation (`synthetic.track_colours`, each object's colour read where it starts in the output's own first
-frame) and compared with the ground-truth centres. Rows: motion on, motion
-off (the same model and seed without motion features), the VAE round trip of the ground-truth clip, and the
-ground-truth clip itself (tracker sanity). Errors are Euclidean, in pixels at 96×64, over frames 1..F-1 of every
-object; an object the tracker cannot find in a frame counts as being at the frame centre.
+frame) and compared with the ground-truth centres. Per row: motion on, motion off (the same model and seed without
+motion features), the VAE round trip of the ground-truth clip, and the ground-truth clip itself (tracker sanity).
+Errors are Euclidean, in pixels at 96×64, over frames 1..F-1 of every object; an object the tracker cannot find in
+a frame is a lost detection, counted as being at the frame centre (inside the means, never left out). Progress
+is logged per clip.
 
 Layouts: generated frames float [F, H, W, 3] in [0, 1]; centres [N, F, 2] (x, y).
 """
@@ -17,7 +20,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +30,7 @@ import torch
 from .checkpoints import load_transformer
 from .errors import CheckpointError
 from .motion_guidance import motion_from_trajectory
+from .path_families import FAMILIES, check_families
 from .pipeline import decode_latents, generate
 from .synthetic import FRAMES, HEIGHT, WIDTH, Clip, make_clips, track_colours
 from .train import DEFAULT_OUT, clip_pixels
@@ -112,7 +117,7 @@ def generate_clip(model, vae, clip: Clip, *, steps: int, seed: int, motion: bool
             num_frames=FRAMES,
             width=WIDTH,
             height=HEIGHT,
-            mode="smooth",
+            mode="auto",  # the trajectory's own timing: drawn paths smooth, per-frame paths per point
             generator=generator,
             tiling=False,
         )
@@ -142,8 +147,10 @@ def vae_round_trip(vae, clip: Clip, seed: int) -> np.ndarray:
     return decode_latents(vae, z.permute(0, 2, 1, 3, 4), tiling=False).numpy() * 255
 
 
-def evaluate(model, vae, clips: list[Clip], *, steps: int = 20, seed: int = 0) -> dict[str, Errors]:
-    """Errors per row (see ROWS) over `clips`."""
+def evaluate(
+    model, vae, clips: list[Clip], *, steps: int = 20, seed: int = 0, progress: bool = True
+) -> dict[str, Errors]:
+    """Errors per row (see ROWS) over `clips`; `progress` logs each clip as it is done."""
     collected: dict[str, list] = {row: [] for row in ROWS}
     for i, clip in enumerate(clips):
         outputs = {
@@ -154,11 +161,98 @@ def evaluate(model, vae, clips: list[Clip], *, steps: int = 20, seed: int = 0) -
         }
         for row, frames in outputs.items():
             collected[row].append(trajectory_errors(frames, clip))
-        log.info("clip %d/%d evaluated (motion on and off)", i + 1, len(clips))
+        if progress:
+            log.info("clip %d/%d evaluated (motion on and off)", i + 1, len(clips))
     return {
         row: Errors(np.concatenate([e for e, _ in parts]), sum(m for _, m in parts))
         for row, parts in collected.items()
     }
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    """One row of the evaluation by path family: which clips (`synthetic.make_clips` arguments) it measures."""
+
+    family: str  # a name of path_families.FAMILIES, or "all" (every selected family, drawn per path)
+    objects: int | tuple[int, ...]  # objects per clip, or the counts to draw from
+    clips: int
+    seed: int
+    families: tuple[str, ...]
+
+    @property
+    def label(self) -> str:
+        count = self.objects if isinstance(self.objects, int) else f"{min(self.objects)}–{max(self.objects)}"
+        return f"{self.family}, {count} object{'s' if count != 1 else ''}"
+
+
+MULTI_SEED_OFFSET = 100  # clips with several objects; one-object rows use seed + the family's index
+
+
+def family_rows(
+    families: tuple[str, ...] = FAMILIES, *, clips: int = 8, multi_clips: int = 12, seed: int = HELD_OUT_SEED
+) -> list[RowSpec]:
+    """One row per family with one object, then one row of 2–3 crossing objects over all `families`.
+
+    A family's clips depend only on (seed, the family's place in FAMILIES), so a row measures the same clips whatever
+    else is selected; "curves" at 1 object and `seed` are exactly `make_clips(seed, clips, 1)`, the original set.
+    """
+    rows = [RowSpec(f, 1, clips, seed + FAMILIES.index(f), (f,)) for f in families if clips > 0]
+    if multi_clips > 0:
+        rows.append(RowSpec("all", (2, 3), multi_clips, seed + MULTI_SEED_OFFSET, families))
+    return rows
+
+
+def evaluate_rows(
+    model, vae, rows: list[RowSpec], *, steps: int = 20
+) -> list[tuple[RowSpec, dict[str, Errors]]]:
+    """`evaluate` per row, logging each clip's errors and the time left as it goes."""
+    out, start, total, done = [], time.monotonic(), sum(r.clips for r in rows), 0
+    for r, row in enumerate(rows):
+        results: dict[str, list[Errors]] = {name: [] for name in ROWS}
+        for i, clip in enumerate(make_clips(row.seed, row.clips, row.objects, row.families)):
+            one = evaluate(model, vae, [clip], steps=steps, seed=i, progress=False)
+            for name in ROWS:
+                results[name].append(one[name])
+            done += 1
+            left = (time.monotonic() - start) / done * (total - done)
+            log.info(
+                "row %d/%d (%s) clip %d/%d: motion on %.2f px, off %.2f px, VAE %.2f px (%d lost on); ~%.0f s left",
+                r + 1,
+                len(rows),
+                row.label,
+                i + 1,
+                row.clips,
+                one["motion on"].mean,
+                one["motion off"].mean,
+                one["VAE round trip"].mean,
+                one["motion on"].missing,
+                left,
+            )
+        merged = {
+            name: Errors(np.concatenate([e.values for e in parts]), sum(e.missing for e in parts))
+            for name, parts in results.items()
+        }
+        out.append((row, merged))
+    return out
+
+
+def format_family_table(measured: list[tuple[RowSpec, dict[str, Errors]]]) -> str:
+    """Markdown: per row the mean / p90 error and lost detections of motion on, motion off, the VAE round trip and
+    the ground truth (lost = the tracker found no object; counted at the frame centre, so inside the means)."""
+    lines = [
+        "| paths | clips | on mean | on p90 | on lost | off mean | off lost | off / on | VAE mean | VAE p90 | VAE lost "
+        "| truth mean |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row, res in measured:
+        on, off, rt, gt = (res[name] for name in ROWS)
+        size = on.values.size
+        lines.append(
+            f"| {row.label} | {row.clips} | {on.mean:.2f} | {on.p90:.2f} | {on.missing}/{size} | {off.mean:.2f} "
+            f"| {off.missing}/{size} | {off.mean / max(on.mean, 1e-9):.1f}× | {rt.mean:.2f} | {rt.p90:.2f} "
+            f"| {rt.missing}/{size} | {gt.mean:.2f} |"
+        )
+    return "\n".join(lines)
 
 
 def format_table(results: dict[str, Errors]) -> str:
@@ -175,10 +269,42 @@ def format_table(results: dict[str, Errors]) -> str:
     return "\n".join(lines)
 
 
+FIGURES = """figures in the README files and the commands behind them (held-out seeds; 20 steps):
+  models/tiny_tora/README.md, control by path family:
+      python -m tora_model.evaluate
+  models/tiny_tora/README.md, the original eased curves (16 clips, one object):
+      python -m tora_model.evaluate --families curves --objects 1 --clips 16
+  README.md Demo, the demo's error and lost frames: python -m tora_model demo (its log line)
+  CI bounds: tests/test_trained_tiny.py, tests/test_tiny_workflow.py (their comments give the measured values)
+"""
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tora_model.evaluate", description=__doc__.split("\n")[0])
-    parser.add_argument("--clips", type=int, default=16, help="held-out clips")
-    parser.add_argument("--objects", type=int, default=None, help="objects per clip (default: 1-3 at random)")
+    parser = argparse.ArgumentParser(
+        prog="python -m tora_model.evaluate",
+        description=__doc__.split("\n")[0],
+        epilog=FIGURES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--families",
+        default="all",
+        help=f"comma-separated path families, or all (default): {', '.join(FAMILIES)}",
+    )
+    parser.add_argument("--clips", type=int, default=8, help="held-out clips per family row (default 8)")
+    parser.add_argument(
+        "--multi-clips",
+        type=int,
+        default=12,
+        help="clips of the 2–3 crossing objects row (default 12; 0 leaves the row out)",
+    )
+    parser.add_argument(
+        "--objects",
+        type=int,
+        choices=(1, 2, 3),
+        default=None,
+        help="every row at this object count instead (no separate multi-object row)",
+    )
     parser.add_argument("--steps", type=int, default=20, help="sampler steps")
     parser.add_argument("--seed", type=int, default=HELD_OUT_SEED, help="held-out data seed")
     parser.add_argument(
@@ -188,10 +314,16 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.ERROR)  # the 96x64 "not the released size" warning is expected here
     log.setLevel(logging.INFO)  # but this module's progress lines are shown: a run takes minutes
     torch.set_num_threads(1)
+    families = check_families(args.families)
     model, vae = load_tiny_tora(args.models)
-    clips = make_clips(args.seed, args.clips, args.objects)
-    results = evaluate(model, vae, clips, steps=args.steps)
-    sys.stdout.write(format_table(results) + "\n")
+    if args.objects is None:
+        rows = family_rows(families, clips=args.clips, multi_clips=args.multi_clips, seed=args.seed)
+    else:
+        rows = [
+            replace(row, objects=args.objects)
+            for row in family_rows(families, clips=args.clips, multi_clips=0, seed=args.seed)
+        ]
+    sys.stdout.write(format_family_table(evaluate_rows(model, vae, rows, steps=args.steps)) + "\n")
 
 
 if __name__ == "__main__":

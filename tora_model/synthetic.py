@@ -3,10 +3,11 @@
 Source: issue 7 (a CPU-trainable Tora whose control is measured by trajectory error). Each clip holds one to three
 centrally symmetric objects (disc, square, diamond) of distinct saturated colours with a moving stripe texture,
 over a static low-saturation textured background. Every object follows a `Trajectory` track a user could draw
-(2–4 control points, smooth interpolation, a start/end frame = pauses, an easing = varied speed); its per-frame
-centres are EXACTLY `resample(trajectory, F, W, H, "smooth")`, the positions the pipeline renders into the flow
-video (`flow_video` below = `render_flow` → `flow_to_rgb`, the inference functions). `track_colours` is the
-evaluation's tracker: chroma segmentation per object colour → centroid.
+(2–4 control points, smooth interpolation, a start/end frame = pauses, an easing = varied speed), or with
+`families` a path of the `path_families` (wiggles, per-frame timed, fast, holds, border; issue 12) given one point
+per frame; its per-frame centres are EXACTLY `resample(trajectory, F, W, H)` (the trajectory's own timing), the
+positions the pipeline renders into the flow video (`flow_video` below = `render_flow` → `flow_to_rgb`, the inference
+functions). `track_colours` is the evaluation's tracker: chroma segmentation per object colour → centroid.
 
 Layouts: frames uint8 [F, H, W, 3] (RGB); centres float64 [N_objects, F, 2] (x, y in pixels, pixel centres at
 integer + 0.5); flow video uint8 [F, H, W, 3]. Deterministic for a given seed (numpy PCG64).
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .flow import flow_to_rgb, render_flow
+from .path_families import check_families, crossing, family_positions
 from .resample import resample
 from .trajectory import Track, Trajectory
 
@@ -127,20 +129,65 @@ def render(
     return np.clip(np.rint(frames), 0, 255).astype(np.uint8)
 
 
-def make_clip(rng: np.random.Generator, num_objects: int | None = None) -> Clip:
-    """One clip: 1–3 objects (or `num_objects`) of distinct palette colours along random tracks."""
-    count = int(rng.integers(1, 4)) if num_objects is None else num_objects
+def _object_count(rng: np.random.Generator, num_objects: int | tuple[int, ...] | None) -> int:
+    if num_objects is None:
+        return int(rng.integers(1, 4))
+    if isinstance(num_objects, tuple):
+        return int(num_objects[int(rng.integers(len(num_objects)))])
+    return num_objects
+
+
+def family_trajectory(rng: np.random.Generator, count: int, families: tuple[str, ...]) -> Trajectory:
+    """`count` paths of families drawn from `families`, as one per-frame (KJNodes-style) trajectory.
+
+    Drawn curves are resampled to one point per frame, so every track is timed alike (`per_point`, exact). Each
+    later path is redrawn (up to 30 times) until it crosses an earlier one: clips with several objects are about
+    objects that cross.
+    """
+    paths: list[np.ndarray] = []
+    for _ in range(count):
+        for _attempt in range(30):
+            family = families[int(rng.integers(len(families)))]
+            if family == "curves":
+                drawn = Trajectory(WIDTH, HEIGHT, (random_track(rng),))
+                path = np.round(resample(drawn, FRAMES, WIDTH, HEIGHT, "smooth")[0], 1)  # [F, 2]
+            else:
+                path = family_positions(rng, family, FRAMES, WIDTH, HEIGHT)
+            if not paths or any(crossing(path, earlier) for earlier in paths):
+                break
+        paths.append(path)
+    tracks = tuple(Track(points=tuple(map(tuple, path.tolist())), interpolation="linear") for path in paths)
+    return Trajectory(WIDTH, HEIGHT, tracks, per_point=True)
+
+
+def make_clip(
+    rng: np.random.Generator,
+    num_objects: int | tuple[int, ...] | None = None,
+    families: tuple[str, ...] | None = None,
+) -> Clip:
+    """One clip: 1–3 objects (or `num_objects`: a count, or a tuple of counts to draw from) of distinct palette
+    colours along random paths — drawn eased curves (`families` None or ("curves",), the original clips, bit for
+    bit), else paths of the named `path_families` that cross."""
+    count = _object_count(rng, num_objects)
     colours = PALETTE[rng.permutation(len(PALETTE))[:count]]
-    trajectory = Trajectory(WIDTH, HEIGHT, tuple(random_track(rng) for _ in range(count)))
-    centres = resample(trajectory, FRAMES, WIDTH, HEIGHT, "smooth")  # [N, F, 2]
+    if families is None or tuple(families) == ("curves",):
+        trajectory = Trajectory(WIDTH, HEIGHT, tuple(random_track(rng) for _ in range(count)))
+    else:
+        trajectory = family_trajectory(rng, count, check_families(families))
+    centres = resample(trajectory, FRAMES, WIDTH, HEIGHT)  # [N, F, 2], the trajectory's own timing
     frames = render(rng, centres, colours, background(rng))
     return Clip(frames=frames, centres=centres, colours=colours, trajectory=trajectory)
 
 
-def make_clips(seed: int, count: int, num_objects: int | None = None) -> list[Clip]:
-    """`count` clips, deterministic for `seed`."""
+def make_clips(
+    seed: int,
+    count: int,
+    num_objects: int | tuple[int, ...] | None = None,
+    families: tuple[str, ...] | None = None,
+) -> list[Clip]:
+    """`count` clips, deterministic for `seed` (see `make_clip`); `families` None gives the original clips."""
     rng = np.random.default_rng(seed)
-    return [make_clip(rng, num_objects) for _ in range(count)]
+    return [make_clip(rng, num_objects, families) for _ in range(count)]
 
 
 def _chroma(rgb: np.ndarray) -> np.ndarray:

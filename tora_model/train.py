@@ -37,6 +37,7 @@ from einops import rearrange
 
 from .config import ToraConfig
 from .flow import flow_video_to_vae_input
+from .path_families import check_families
 from .schedule import full_sqrt_alphas_cumprod
 from .st_dit import STDiTTransformer, load_st_transformer, save_st_transformer
 from .synthetic import make_clips
@@ -91,7 +92,10 @@ class _LossLog:
 
 
 def _log_finished(stage: str, step: int, start: float) -> None:
-    log.info("%s: %d steps in %.1f min", stage, step, (time.monotonic() - start) / 60)
+    minutes = (time.monotonic() - start) / 60
+    # the whole process so far (data, encoding, training): the CPU time the README records
+    cpu = time.process_time() / 60
+    log.info("%s: %d steps in %.1f min of wall time; process CPU time %.1f min", stage, step, minutes, cpu)
 
 
 def decode_with_grad(vae: CogVideoXVAE, z: torch.Tensor) -> torch.Tensor:
@@ -140,9 +144,12 @@ def vae_loss(recon: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
     return (weight * (recon - video).abs()).mean() / weight.mean() + F.mse_loss(recon, video)
 
 
-def _vae_data(seed: int, num_clips: int) -> tuple[list[torch.Tensor], list[np.ndarray]]:
-    """Clips and their flow videos as [1, 3, F, H, W] in [-1, 1] (the same network encodes both at inference)."""
-    clips = make_clips(seed, num_clips)
+def _vae_data(
+    seed: int, num_clips: int, families: tuple[str, ...] | None = None
+) -> tuple[list[torch.Tensor], list[np.ndarray]]:
+    """Clips (of `families`, see `synthetic.make_clips`) and their flow videos as [1, 3, F, H, W] in [-1, 1] (the
+    same network encodes both at inference)."""
+    clips = make_clips(seed, num_clips, families=families)
     videos = [clip_pixels(c.frames) for c in clips] + [clip_pixels(c.flow_video()) for c in clips]
     return videos, [c.centres for c in clips] * 2
 
@@ -154,12 +161,13 @@ def train_vae(
     batch: int = 4,
     init: CogVideoXVAE | None = None,
     steps: int | None = None,
+    families: tuple[str, ...] | None = None,
 ) -> CogVideoXVAE:
     """Train (or, with `init`, continue training) the whole VAE for `minutes` of wall time at a constant rate."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
-    videos, centres = _vae_data(seed, num_clips)
+    videos, centres = _vae_data(seed, num_clips, families)
     vae = (init or CogVideoXVAE(VAE_CONFIG)).train()
     optimizer = torch.optim.AdamW(vae.parameters(), lr=2e-3, weight_decay=0.0)
     start, step = time.monotonic(), 0
@@ -191,6 +199,7 @@ def train_decoder(
     batch: int = 4,
     steps: int | None = None,
     peak_lr: float = 1e-3,
+    families: tuple[str, ...] | None = None,
 ) -> CogVideoXVAE:
     """Continue training only the decoder: the encoder — hence the latent space a denoiser learns — stays fixed.
 
@@ -203,7 +212,7 @@ def train_decoder(
     generator = torch.Generator().manual_seed(seed)
     vae.train()
     vae.encoder.requires_grad_(False)
-    videos, centres = _vae_data(seed, num_clips)
+    videos, centres = _vae_data(seed, num_clips, families)
     optimizer = torch.optim.AdamW(vae.decoder.parameters(), lr=peak_lr, weight_decay=0.0)
     start, step = time.monotonic(), 0
     budget, losses = minutes * 60, _LossLog("decoder", start)
@@ -294,11 +303,12 @@ def train_denoiser(
     steps: int | None = None,
     init: STDiTTransformer | None = None,
     peak_lr: float = 1e-3,
+    families: tuple[str, ...] | None = None,
 ) -> STDiTTransformer:
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     start = time.monotonic()
-    data = encode_dataset(vae, make_clips(seed + 1, num_clips))
+    data = encode_dataset(vae, make_clips(seed + 1, num_clips, families=families))
     log.info("encoded %d clips in %.1f min", num_clips, (time.monotonic() - start) / 60)
     model = (init or STDiTTransformer(ToraConfig.preset(PRESET))).train()
     ema = copy.deepcopy(model).eval().requires_grad_(False)
@@ -353,7 +363,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--lr", type=float, default=1e-3, help="peak learning rate of the decoder and denoiser"
     )
+    parser.add_argument(
+        "--families",
+        default="curves",
+        help="path families of the training clips, comma-separated or all (tora_model.path_families; 1–3 objects "
+        "per clip, crossing when the list has more than curves); default curves, the original clips",
+    )
     args = parser.parse_args(argv)
+    families = check_families(args.families)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -364,11 +381,20 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.stage in ("vae", "all"):
         init = load_vae(vae_folder) if args.resume else None
-        save_vae(train_vae(args.seed, budget("vae"), init=init, steps=args.steps), vae_folder)
+        save_vae(
+            train_vae(args.seed, budget("vae"), init=init, steps=args.steps, families=families), vae_folder
+        )
         log.info("wrote %s", vae_folder)
     if args.stage in ("decoder", "all"):
         seed = args.seed + DECODER_SEED_OFFSET if args.stage == "all" else args.seed
-        vae = train_decoder(load_vae(vae_folder), seed, budget("decoder"), steps=args.steps, peak_lr=args.lr)
+        vae = train_decoder(
+            load_vae(vae_folder),
+            seed,
+            budget("decoder"),
+            steps=args.steps,
+            peak_lr=args.lr,
+            families=families,
+        )
         save_vae(vae, vae_folder)
         log.info("wrote %s", vae_folder)
     if args.stage in ("denoiser", "all"):
@@ -381,6 +407,7 @@ def main(argv: list[str] | None = None) -> None:
             steps=args.steps,
             init=init,
             peak_lr=args.lr,
+            families=families,
         )
         save_st_transformer(model, transformer_file)
         log.info("wrote %s", transformer_file)

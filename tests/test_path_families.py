@@ -1,0 +1,88 @@
+"""The path families of the tiny Tora's clips (tora_model.path_families, synthetic.make_clips with families)."""
+
+import numpy as np
+import pytest
+
+from tora_model.errors import ConfigError
+from tora_model.path_families import FAMILIES, MAX_SPEED, check_families, crossing
+from tora_model.resample import resample
+from tora_model.synthetic import FRAMES, HEIGHT, WIDTH, make_clips, track_colours
+
+
+def speeds(centres: np.ndarray) -> np.ndarray:
+    """[N, F-1] px per frame."""
+    return np.hypot(*np.diff(centres, axis=1).transpose(2, 0, 1))
+
+
+def test_curves_alone_are_the_original_clips():
+    original, named = make_clips(1000, 3, 1), make_clips(1000, 3, 1, ("curves",))
+    for a, b in zip(original, named, strict=True):
+        assert np.array_equal(a.frames, b.frames) and np.array_equal(a.centres, b.centres)
+        assert not a.trajectory.per_point
+
+
+@pytest.mark.parametrize("family", FAMILIES[1:])
+def test_each_family_is_a_per_frame_path_inside_the_frame(family):
+    clips = make_clips(5, 6, 1, (family,))
+    for clip in clips:
+        assert clip.trajectory.per_point and len(clip.trajectory.tracks[0].points) == FRAMES
+        assert np.array_equal(
+            resample(clip.trajectory, FRAMES, WIDTH, HEIGHT), clip.centres
+        )  # the KJNodes timing
+        x, y = clip.centres[..., 0], clip.centres[..., 1]
+        assert x.min() >= 7 and y.min() >= 7 and x.max() <= WIDTH - 7 and y.max() <= HEIGHT - 7
+        assert speeds(clip.centres).max() <= MAX_SPEED + 0.15  # positions are rounded to 0.1 px
+        tracked = track_colours(clip.frames, clip.colours)
+        assert (
+            np.hypot(*(tracked - clip.centres).transpose(2, 0, 1)).mean() < 0.6
+        )  # the tracker's ground truth
+    other = make_clips(6, 1, 1, (family,))[0]
+    assert not np.array_equal(other.centres, clips[0].centres)  # another seed, other paths (held-out sets)
+
+
+def test_families_carry_what_they_are_named_for():
+    def still(family):
+        return np.concatenate([speeds(c.centres)[0] < 1e-9 for c in make_clips(7, 8, 1, (family,))])
+
+    fast = np.concatenate([speeds(c.centres)[0] for c in make_clips(7, 8, 1, ("fast",))])
+    assert fast.mean() >= 9 and fast.max() > 12  # reflections off the border shorten a few steps
+    assert still("holds").mean() > 0.4 and still("wiggles").mean() == 0
+    for clip in make_clips(7, 8, 1, ("timed",)):  # a pause of two frames or more somewhere mid-path
+        pauses = np.convolve(speeds(clip.centres)[0] < 1e-9, [1, 1], mode="valid")
+        assert (pauses[2:-2] == 2).any()
+    border = np.concatenate([c.centres[0] for c in make_clips(7, 8, 1, ("border",))])
+    distance = np.minimum(
+        np.minimum(border[:, 0], WIDTH - border[:, 0]), np.minimum(border[:, 1], HEIGHT - border[:, 1])
+    )
+    assert distance.max() <= 10.05
+
+
+def test_several_objects_cross():
+    clips = make_clips(8, 10, (2, 3), FAMILIES)
+    assert {len(c.centres) for c in clips} == {2, 3}
+    crossed = [
+        all(any(crossing(c.centres[i], c.centres[j]) for j in range(i)) for i in range(1, len(c.centres)))
+        for c in clips
+    ]
+    assert np.mean(crossed) >= 0.8
+
+
+def test_unknown_family_names_the_known_ones():
+    assert check_families("all") == FAMILIES and check_families("fast, holds") == ("fast", "holds")
+    with pytest.raises(ConfigError, match="wiggles"):
+        check_families("wiggle")
+
+
+def test_evaluation_has_a_row_per_family_and_one_of_crossing_objects():
+    from tora_model.evaluate import HELD_OUT_SEED, family_rows
+
+    rows = family_rows(clips=2, multi_clips=3)
+    assert [r.label for r in rows] == [f"{f}, 1 object" for f in FAMILIES] + ["all, 2–3 objects"]
+    assert len({r.seed for r in rows}) == len(rows) and min(r.seed for r in rows) == HELD_OUT_SEED
+    first = make_clips(rows[0].seed, rows[0].clips, rows[0].objects, rows[0].families)
+    assert np.array_equal(
+        first[1].frames, make_clips(HELD_OUT_SEED, 2, 1)[1].frames
+    )  # the original held-out set
+    assert (
+        family_rows(("fast",), clips=2)[0].seed == rows[FAMILIES.index("fast")].seed
+    )  # same clips when selected
