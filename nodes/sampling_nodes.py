@@ -21,6 +21,8 @@ from ..tora_model.pipeline import (
     encode_image_latents,
     sample_latents,
 )
+from ..tora_model.speed import SpeedOptions
+from ..tora_model.step_cache import find_fit
 from ..tora_model.vae import Tiling
 from . import comfy_glue, runtime
 from .trajectory_nodes import FRAMES, SIZE
@@ -140,6 +142,13 @@ class ToraSampler:
                     "TORA_VAE",
                     {"tooltip": "VAE that encodes the start image (needed with start_image)."},
                 ),
+                "speed": (
+                    "TORA_SPEED",
+                    {
+                        "tooltip": "Step cache, CFG mode, compiled blocks from Tora Speed Options (unconnected: "
+                        "the exact official run)."
+                    },
+                ),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
@@ -168,6 +177,7 @@ class ToraSampler:
         motion=None,
         start_image=None,
         vae=None,
+        speed=None,
         unique_id=None,
     ):
         config = model.config
@@ -181,7 +191,9 @@ class ToraSampler:
         generator = torch.Generator("cpu").manual_seed(seed)
         image_latents = self._image_latents(model, start_image, vae, width, height, frames, generator)
         progress = comfy_glue.Progress(steps, unique_id)
-        with runtime.on_device(self._plan(model, width, height, frames, motion is not None)) as device:
+        speed = self._speed_with_fit(model, speed)
+        plan = self._plan(model, width, height, frames, motion is not None, speed)
+        with runtime.on_device(plan) as device:
             try:
                 latents = sample_latents(
                     model.transformer,
@@ -199,6 +211,7 @@ class ToraSampler:
                     image_latents=None if image_latents is None else image_latents.to(device),
                     progress=lambda step, total, x0: progress.update(step + 1, x0),
                     should_stop=comfy_glue.interrupted,
+                    speed=speed,
                 )
             except GenerationInterrupted:
                 comfy_glue.raise_interrupt()  # ComfyUI's own "interrupted" exception when running inside it
@@ -212,10 +225,20 @@ class ToraSampler:
         return ({"samples": samples.to(comfy_glue.output_device())},)
 
     @staticmethod
-    def _plan(model, width: int, height: int, frames: int, motion: bool) -> runtime.Plan:
-        """Weights plus one step's activations with the CFG batch (minimum: batch 1), as core's sampling asks."""
+    def _speed_with_fit(model, speed: SpeedOptions | None) -> SpeedOptions | None:
+        """The options with the step-cache fit shipped beside the model's weights (a new value)."""
+        if speed is None or speed.threshold is None or speed.cache_fit is not None:
+            return speed
+        path = comfy_glue.resolve_model(model.source, comfy_glue.TRANSFORMER_FOLDERS)
+        return dataclasses.replace(speed, cache_fit=find_fit(path))
+
+    @staticmethod
+    def _plan(model, width, height, frames, motion: bool, speed: SpeedOptions | None = None) -> runtime.Plan:
+        """Weights plus one step's activations with the CFG batch (minimum: batch 1), as core's sampling asks;
+        sequential CFG needs batch 1 only."""
         size = dict(dtype=model.compute_dtype, motion=motion, weight_upcast=model.storage == "fp8_e4m3fn")
-        needed = sampler_step_bytes(model.config, width, height, frames, 2, **size)
+        rows = 1 if speed is not None and speed.cfg_mode == "sequential" else 2
+        needed = sampler_step_bytes(model.config, width, height, frames, rows, **size)
         minimum = sampler_step_bytes(model.config, width, height, frames, 1, **size)
         return runtime.transformer_plan(model, needed, minimum)
 
