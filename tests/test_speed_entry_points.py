@@ -12,6 +12,8 @@ from tests.test_nodes_e2e import conditioning, env, load, nodes, sample  # noqa:
 from tora_model.cli import build_parser, main
 from tora_model.cli_speed import speed_from_args
 from tora_model.errors import ConfigError
+from tora_model.simulated_gpu.accounting import DeviceMemory
+from tora_model.simulated_gpu.fake_cuda import simulated_cuda
 from tora_model.step_cache import FIT_FILE
 
 
@@ -19,7 +21,9 @@ def test_speed_node_feeds_the_sampler_and_leaves_the_model_alone(env, conditioni
     model, _ = load(env)
     (off,) = nodes(env)["ToraSpeedOptions"].options("off", 0.0, "batched", 0.0, False)
     reference = sample(env, model, conditioning)["samples"]
-    torch.testing.assert_close(sample(env, model, conditioning, speed=off)["samples"], reference, rtol=0, atol=0)
+    torch.testing.assert_close(
+        sample(env, model, conditioning, speed=off)["samples"], reference, rtol=0, atol=0
+    )
     (sequential,) = nodes(env)["ToraSpeedOptions"].options("custom", 1e6, "sequential", 0.0, False)
     state = {k: v.data_ptr() for k, v in model.transformer.state_dict().items()}
     out = sample(env, model, conditioning, speed=sequential)["samples"]  # 2 steps: both forced, both computed
@@ -51,3 +55,26 @@ def test_cli_calibration_run_writes_a_fit_the_cache_then_reads(model_files, tmp_
     written = json.loads(fit_path.read_text())
     assert written["pairs"] == 5 and len(written["coefficients"]) == 5
     assert main([*args, "--cache", "balanced", "--cache-fit", str(fit_path)]) == 0
+
+
+def test_cfg_options_stay_free_of_host_syncs_on_the_simulated_gpu(env, conditioning, monkeypatch):  # noqa: F811
+    """The CFG options add no host read to the step loop (the step cache reads one per step by design)."""
+    glue = env.nodes.comfy_glue
+    monkeypatch.setattr(glue, "compute_device", lambda: torch.device("cuda", 0))
+    monkeypatch.setattr(glue, "supports_bf16", lambda device: True)
+    model, _ = load(env, precision="bf16")
+    pipeline = env.tora_model.pipeline
+    real_sample = pipeline.sample
+    # 2 steps, dynamic CFG 6: w = 5.41 (sequential rows), then 3.71 (within 3 of 1: the cond row only)
+    speed = env.tora_model.speed.SpeedOptions(cfg_mode="sequential", cfg_skip_tolerance=3.0)
+    with simulated_cuda(), DeviceMemory() as memory:
+
+        def sample_in_hot_loop(*args, **kwargs):
+            with memory.stage("denoising steps", hot=True):
+                return real_sample(*args, **kwargs)
+
+        monkeypatch.setattr(pipeline, "sample", sample_in_hot_loop)
+        with memory.stage("sampler node"):
+            sample(env, model, conditioning, speed=speed)
+    steps = next(r for r in memory.records if r.name == "denoising steps")
+    assert steps.flops > 0 and steps.device_to_host_bytes == 0
