@@ -3,7 +3,7 @@
 Source: `tora_spec.md` §1.4 (config: ch 128, ch_mult [1, 2, 2, 4], 3 res blocks, z 16; latent scale 0.7), §2.6
 (encoding the flow video: posterior *sample*, then ×0.7), §6.1 item 7 (decoding: z/0.7, latent chunks [0:3], [3:5],
 …, [11:13] with a causal cache), §7.2 (SAT ↔ diffusers names). Layers are in `vae_blocks.py`, loaders in
-`vae_loading.py`.
+`vae_loading.py` (which imports this module, never the other way round).
 
 Layout: video [B, 3, F, H, W] in [-1, 1] with F = 4k + 1 frames (frame 0 alone, then groups of 4);
 latent [B, 16, T, H/8, W/8] with T = k + 1 (49 frames ↔ 13 latents).
@@ -285,12 +285,3 @@ class CogVideoXVAE(nn.Module):
                 f"expected 1 + {self.config.temporal_compression}·k frames (e.g. 49), got {video.shape[2]}; "
                 "trim or pad the clip"
             )
-
-
-def load_vae(
-    source, dtype: torch.dtype | None = None, device=None, config: VAEConfig | None = None
-) -> CogVideoXVAE:
-    """Build and fill the VAE from a checkpoint; see `vae_loading.load_vae` (which imports this module)."""
-    from .vae_loading import load_vae as load
-
-    return load(source, dtype=dtype, device=device, config=config)
