@@ -115,16 +115,11 @@ class ChainResult:
     host_to_device_per_step: int  # bytes copied to the GPU per denoising step (block swap, inputs)
     device_to_host_per_step: int
     pinned_bytes: int = 0  # page-locked host memory block swap takes on a real GPU (one allocation per block)
-    pinned_bytes_per_tensor: int = (
-        0  # what pinning each tensor separately took (the block swap before issue 11)
-    )
+    # what pinning each tensor separately took (the block swap before issue 11)
+    pinned_bytes_per_tensor: int = 0
 
     def stage(self, prefix: str) -> StageRecord:
         return next(s for s in self.stages if s.name.startswith(prefix))
-
-    @property
-    def peak_bytes(self) -> int:
-        return max(s.peak_bytes for s in self.stages)
 
 
 def tensor_bytes(module: nn.Module) -> int:
