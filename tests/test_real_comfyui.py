@@ -39,6 +39,7 @@ OUR_IDS = ("LoadToraModel", "TrajectoryCanvas", "TrajectoryToMotionLatent", "Tor
 WIDTH, HEIGHT, FRAMES, STEPS = 96, 64, 9, 2
 # Runs as saved (the bundled tiny Tora at its own 96x64, 17 frames, 20 steps), within the issue's minute on a CPU.
 TINY_WORKFLOW, TINY_FRAMES, TINY_MAX_SECONDS = "tiny_tora_cpu", 17, 60.0
+TINY_SAVED_SCALE = 4  # the tiny workflow saves its 96x64 frames through ImageScaleBy (nearest-exact, 4x)
 SIZE_NODES = ("TrajectoryCanvas", "TrajectoryToMotionLatent", "ToraSampler")
 WIDGET_KINDS = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
 # ComfyUI imports torchvision at start-up; the CPU torch pin has no matching torchvision wheel here, so an
@@ -284,10 +285,11 @@ def test_example_workflow_runs(server, name):
         for ref in out["images"]
     ]
     assert len(saved) == sum(n["type"] == "SaveAnimatedWEBP" for n in workflow["nodes"])
+    scale = TINY_SAVED_SCALE if name == TINY_WORKFLOW else 1
     for ref in saved:
         frames = webp_frames(server.get("/view?" + urllib.parse.urlencode(ref)))
         assert len(frames) == (TINY_FRAMES if name == TINY_WORKFLOW else FRAMES)
-        assert frames[0].shape == (HEIGHT, WIDTH, 3)
+        assert frames[0].shape == (HEIGHT * scale, WIDTH * scale, 3)
 
 
 def test_invalid_frames_are_refused_with_a_clear_message(server):

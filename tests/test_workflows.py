@@ -8,9 +8,12 @@ same declared type; widgets_values must match the widget inputs in count, type, 
 
 from __future__ import annotations
 
+import base64
 import inspect
+import io
 import json
 
+import numpy as np
 import pytest
 
 from tests.test_nodes import PACK_ROOT, load_pack
@@ -60,6 +63,16 @@ CORE_NODES = {
             }
         },
         (),
+    ),
+    "ImageScaleBy": (
+        {
+            "required": {
+                "image": ("IMAGE", {}),
+                "upscale_method": (["nearest-exact", "bilinear", "area", "bicubic", "lanczos"], {}),
+                "scale_by": ("FLOAT", {"min": 0.01, "max": 8.0}),
+            }
+        },
+        ("IMAGE",),
     ),
     "Note": ({"required": {"text": ("STRING", {})}}, ()),
 }
@@ -204,3 +217,39 @@ def test_sizes_agree_across_nodes(path):
         if n["type"] in ("TrajectoryCanvas", "TrajectoryToMotionLatent", "ToraSampler")
     }
     assert sizes == {SIZES.get(path.stem, (720, 480, 49))}
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_note_names_the_run_button(path):
+    """Both frontends (1.27 and 1.5x) label the button Run; older notes said Queue."""
+    (note,) = [n["widgets_values"][0] for n in json.loads(path.read_text())["nodes"] if n["type"] == "Note"]
+    assert "press Run" in note and "Queue" not in note, note
+
+
+def test_tiny_videos_are_saved_upscaled_nearest():
+    """96x64 frames are too small to see in a save node: each is enlarged 4x, nearest-exact (pixels kept)."""
+    workflow = json.loads((PACK_ROOT / "example_workflows" / "tiny_tora_cpu.json").read_text())
+    nodes = {n["id"]: n for n in workflow["nodes"]}
+    sources = {link[0]: nodes[link[1]] for link in workflow["links"]}
+    saves = [n for n in nodes.values() if n["type"] == "SaveAnimatedWEBP"]
+    assert len(saves) == 2
+    for save in saves:
+        scale = sources[save["inputs"][0]["link"]]
+        assert scale["type"] == "ImageScaleBy" and scale["widgets_values"] == ["nearest-exact", 4.0]
+
+
+def test_tiny_scene_picture_stored_in_the_workflow_is_the_scene(pack):
+    """The canvas shows this picture before the first run (web/js/tora_canvas.js): it must be what Tiny Tora
+    Scene outputs for the stored seed and objects, pixel for pixel."""
+    from PIL import Image
+
+    workflow = json.loads((PACK_ROOT / "example_workflows" / "tiny_tora_cpu.json").read_text())
+    (scene,) = [n for n in workflow["nodes"] if n["type"] == "ToraTinyScene"]
+    preview = scene["properties"]["tora_scene_preview"]
+    seed, _, objects = scene["widgets_values"]
+    assert (preview["seed"], preview["objects"]) == (seed, objects)
+    header, data = preview["image"].split(",", 1)
+    assert header == "data:image/png;base64"
+    stored = np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB"))
+    image, _ = pack.NODE_CLASS_MAPPINGS["ToraTinyScene"]().make(seed, objects)
+    assert np.array_equal(stored, (image[0].cpu().numpy() * 255).round().astype(np.uint8))

@@ -1,14 +1,17 @@
 // The TrajectoryCanvas editor inside the REAL ComfyUI frontend (LiteGraph canvas), driven with real mouse
-// and keyboard events. Needs a running ComfyUI with this pack installed:
+// and keyboard events, and the example workflows as a new user opens them. Needs a running ComfyUI with this
+// pack installed and an image in its input folder (for LoadImage):
 //   TORA_COMFYUI_URL=http://127.0.0.1:8188 node --test tests/js/comfyui.browser.test.mjs
 // (recipe: ../shared/reference/comfyui.md part B). Skipped when TORA_COMFYUI_URL is unset.
 // TORA_COMFYUI_VUE=1 adds the Vue node renderer ("Nodes 2.0"); frontend 1.27.10 renders no DOM widget
 // there at all (comfyui.md A.3), 1.58.1 does.
-// Screenshot: /tmp/tora_comfyui_frontend.png.
+// Screenshots: /tmp/tora_comfyui_frontend.png, /tmp/tora_comfyui_tiny_workflow.png.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
+import { readdirSync, readFileSync } from "node:fs";
 
 import { assertNear, browserMissing, canvasPoint, dragCanvas, launch } from "./browser.mjs";
+import { BADGE_HEIGHT, linksBehind, overlappingBoxes } from "./workflow_layout.mjs";
 
 const BASE = process.env.TORA_COMFYUI_URL;
 const skip = (!BASE && "TORA_COMFYUI_URL not set (needs a running ComfyUI with this pack)") || browserMissing || false;
@@ -146,6 +149,55 @@ test("after a run the node's returned background is shown", { skip: skip || (pro
   }, ids.canvas);
   await page.waitForFunction(() => document.querySelector(".tora-ed")?.dataset.background?.includes("type=temp"), null, { timeout: 60000 });
   await page.screenshot({ path: "/tmp/tora_comfyui_executed.png" });
+});
+
+const EXAMPLES = new URL("../../example_workflows/", import.meta.url);
+// Nodes no wire may pass behind: the drawing surface, the text a new user reads, and pictures.
+const KEEP_CLEAR = new Set(["TrajectoryCanvas", "Note", "LoadImage", "PreviewImage", "SaveAnimatedWEBP"]);
+
+/** Boxes (title bar and source badge included) and link end points of the graph as the frontend laid it out. */
+const graphLayout = () =>
+  page.evaluate((badge) => {
+    app.canvas.draw(true, true); // bounding boxes are measured while drawing
+    const boxes = app.graph._nodes.map((n) => {
+      const [x, y, w, h] = n.getBounding();
+      const b = n.badges?.length ? badge : 0;
+      return { id: String(n.id), type: n.type, x, y: y - b, w, h: h + b };
+    });
+    const all = app.graph.links instanceof Map ? [...app.graph.links.values()] : Object.values(app.graph.links);
+    const links = all.map((l) => ({
+      id: l.id,
+      from: String(l.origin_id),
+      to: String(l.target_id),
+      a: [...app.graph.getNodeById(l.origin_id).getConnectionPos(false, l.origin_slot)],
+      b: [...app.graph.getNodeById(l.target_id).getConnectionPos(true, l.target_slot)],
+    }));
+    return { boxes, links };
+  }, BADGE_HEIGHT);
+
+test("example workflows as a new user opens them: nothing overlaps, no wire behind the canvas, Note says Run", { skip }, async () => {
+  const files = readdirSync(EXAMPLES).filter((f) => f.endsWith(".json"));
+  assert.equal(files.length, 4);
+  for (const file of files) {
+    const workflow = JSON.parse(readFileSync(new URL(file, EXAMPLES), "utf8"));
+    await page.evaluate(async (wf) => {
+      await app.loadGraphData(wf);
+    }, workflow);
+    await page.keyboard.press("Escape"); // the missing-model dialog of the Tora workflows (no weights here)
+    await page.waitForTimeout(300);
+    const { boxes, links } = await graphLayout();
+    assert.deepEqual(overlappingBoxes(boxes), [], `${file}: overlapping nodes (title bar and badge included)`);
+    const clear = boxes.filter((b) => KEEP_CLEAR.has(b.type));
+    assert.deepEqual(linksBehind(links, clear), [], `${file}: wires behind the canvas, the Note or a picture`);
+    const notes = await page.evaluate(() => app.graph._nodes.filter((n) => n.type === "Note").map((n) => n.widgets[0].value));
+    assert.equal(notes.length, 1, file);
+    assert.match(notes[0], /press Run/, `${file}: the Note names the Run button`);
+    if (workflow.nodes.some((n) => n.type === "ToraTinyScene")) {
+      // Before any run, the canvas already shows the scene the Tiny Tora Scene node will output.
+      await page.waitForFunction(() => document.querySelector(".tora-ed")?.dataset.background?.startsWith("data:image/png"), null, { timeout: 10000 });
+      await page.screenshot({ path: "/tmp/tora_comfyui_tiny_workflow.png" });
+    }
+  }
 });
 
 test("Vue node renderer: the editor is the node's DOM widget and edits the same value", { skip: skip || (process.env.TORA_COMFYUI_VUE !== "1" && "TORA_COMFYUI_VUE not set") }, async () => {

@@ -2,7 +2,8 @@
 // "trajectory" STRING widget (which stays the serialized value, so the workflow still loads without this
 // file) and shows a TrajectoryEditor in a DOM widget that writes the JSON v1 text back into it.
 // Backgrounds: the node's execution result (ui "tora_background" or "images": [{filename, subfolder,
-// type}]) and, before anything runs, the image selected in a core LoadImage node linked to "background".
+// type}]) and, before anything runs, the image of the node linked to "background": a core LoadImage's
+// selected file, or the scene picture a workflow stores on a Tiny Tora Scene node for its seed and objects.
 // Served as /extensions/<pack>/tora_canvas.js, hence "../../scripts/*" for the frontend's module shims.
 
 import { app } from "../../scripts/app.js";
@@ -28,22 +29,33 @@ function loadImageRef(value) {
   return { filename: parts.pop(), subfolder: parts.join("/"), type: m[2] ?? "input" };
 }
 
-/** The core LoadImage node linked to the "background" input, if any. */
-function linkedLoadImage(node) {
+/** The node linked to the "background" input, if any. */
+function linkedSource(node) {
   const input = node.inputs?.find((i) => i.name === "background");
   if (input?.link == null) return null;
   const link = node.graph?.links?.get?.(input.link) ?? node.graph?.links?.[input.link];
-  const source = link && node.graph.getNodeById(link.origin_id);
-  return source && (source.comfyClass ?? source.type) === "LoadImage" ? source : null;
+  return (link && node.graph.getNodeById(link.origin_id)) ?? null;
 }
 
-/** Show the linked LoadImage selection; cheap when nothing changed (called on every foreground draw). */
+/** What the linked node will output, where that is known before a run (null otherwise). */
+function linkedImageUrl(source) {
+  const type = source && (source.comfyClass ?? source.type);
+  if (type === "LoadImage") {
+    const ref = loadImageRef(widget(source, "image")?.value);
+    return ref ? viewUrl(ref) : null;
+  }
+  // Tiny Tora Scene: the example workflow stores its scene picture (PNG data URL) with the seed and objects it
+  // shows; any other seed or count is unknown until the node runs.
+  const scene = type === "ToraTinyScene" ? source.properties?.tora_scene_preview : null;
+  const same = scene && ["seed", "objects"].every((k) => Number(widget(source, k)?.value) === scene[k]);
+  return same ? scene.image : null;
+}
+
+/** Show the linked node's picture; cheap when nothing changed (called on every foreground draw). */
 function refreshLinkedBackground(node) {
   const s = state.get(node);
   if (!s) return;
-  const source = linkedLoadImage(node);
-  const ref = source && loadImageRef(widget(source, "image")?.value);
-  const url = ref ? viewUrl(ref) : null;
+  const url = linkedImageUrl(linkedSource(node));
   if (url === s.linkedUrl) return;
   if (url || s.linkedUrl) s.editor.setBackground(url);
   s.linkedUrl = url;
