@@ -4,8 +4,8 @@ Skipped unless COMFYUI_DIR points at a ComfyUI source tree (e.g. /tmp/comfyui). 
 (COMFYUI_VENV, default /tmp/tora-comfy-venv; built on first use by tests/comfy_venv.py with the CPU torch pin) in its own base
 directory, so the ComfyUI tree is not modified. Each UI-format workflow is converted to the API format with the
 server's own /object_info, the real model files are swapped for tiny ones written into the base directory (the
-tiny_tora_cpu workflow runs as saved, with the model bundled in the pack, and must finish within a minute), and
-the saved videos are checked frame by frame. Takes about a minute once the venv exists.
+tiny workflow, "Tiny Tora on the CPU, no download", runs as saved, with the model bundled in the pack, and must
+finish within a minute), and the saved videos are checked frame by frame. Takes about a minute once the venv exists.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ PACK_LINK_NAME = "any-folder-name_tora"  # the pack must load under whatever fol
 OUR_IDS = ("LoadToraModel", "TrajectoryCanvas", "TrajectoryToMotionLatent", "ToraSampler", "MotionVAEDecode")
 WIDTH, HEIGHT, FRAMES, STEPS = 96, 64, 9, 2
 # Runs as saved (the bundled tiny Tora at its own 96x64, 17 frames, 20 steps), within the issue's minute on a CPU.
-TINY_WORKFLOW, TINY_FRAMES, TINY_MAX_SECONDS = "tiny_tora_cpu", 17, 60.0
+TINY_WORKFLOW, TINY_FRAMES, TINY_MAX_SECONDS = "Tiny Tora on the CPU, no download", 17, 60.0
+PRESET_WORKFLOW = PACK_ROOT / "example_workflows" / "Tora text to video, trajectory file.json"
 TINY_SAVED_SCALE = 4  # the tiny workflow saves its 96x64 frames through ImageScaleBy (nearest-exact, 4x)
 SIZE_NODES = ("TrajectoryCanvas", "TrajectoryToMotionLatent", "ToraSampler")
 WIDGET_KINDS = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
@@ -271,7 +272,7 @@ def test_example_workflow_runs(server, name):
     object_info = server.get("/object_info")
     prompt = to_api(workflow, object_info)
     if name != TINY_WORKFLOW:
-        prompt = substitute_tiny(prompt, i2v="i2v" in name)
+        prompt = substitute_tiny(prompt, i2v="image to video" in name)
     start = time.monotonic()
     entry = server.run(prompt)
     seconds = time.monotonic() - start
@@ -293,7 +294,7 @@ def test_example_workflow_runs(server, name):
 
 
 def test_invalid_frames_are_refused_with_a_clear_message(server):
-    workflow = json.loads((PACK_ROOT / "example_workflows" / "tora_t2v_preset_trajectory.json").read_text())
+    workflow = json.loads(PRESET_WORKFLOW.read_text())
     prompt = substitute_tiny(to_api(workflow, server.get("/object_info")), i2v=False)
     sampler = next(n for n in prompt.values() if n["class_type"] == "ToraSampler")
     sampler["inputs"]["frames"] = 10
@@ -343,7 +344,7 @@ asyncio.run(main())
 
 def test_progress_previews_and_cancel_within_one_step(server):
     """Cancel during sampling ends the run at the next step; the next run (fp8 + block swap) works."""
-    workflow = json.loads((PACK_ROOT / "example_workflows" / "tora_t2v_preset_trajectory.json").read_text())
+    workflow = json.loads(PRESET_WORKFLOW.read_text())
     prompt = substitute_tiny(to_api(workflow, server.get("/object_info")), i2v=False)
     sampler_id = next(k for k, n in prompt.items() if n["class_type"] == "ToraSampler")
     prompt[sampler_id]["inputs"].update(steps=40, seed=123)

@@ -78,7 +78,8 @@ CORE_NODES = {
 }
 PYTHON_TYPES = {"INT": int, "FLOAT": (int, float), "STRING": str, "BOOLEAN": bool}
 # Width, height, frames of each workflow: Tora's training size, except the bundled tiny model's.
-SIZES = {"tiny_tora_cpu": (96, 64, 17)}
+TINY = "Tiny Tora on the CPU, no download"  # the bundled tiny model's workflow
+SIZES = {TINY: (96, 64, 17)}
 
 
 def is_widget(spec: tuple) -> bool:
@@ -145,11 +146,12 @@ def pack(tmp_path_factory):
 
 def test_there_are_four_workflows_and_a_readme():
     names = {p.stem for p in WORKFLOWS}
+    # The template browser titles each card with the file name (both frontends): words, not identifiers.
     assert names == {
-        "tora_t2v_drawn_trajectory",
-        "tora_i2v_drawn_trajectory",
-        "tora_t2v_preset_trajectory",
-        "tiny_tora_cpu",
+        "Tora text to video, drawn trajectory",
+        "Tora image to video, drawn trajectory",
+        "Tora text to video, trajectory file",
+        TINY,
     }
     readme = (PACK_ROOT / "example_workflows" / "README.md").read_text()
     for name in names:
@@ -228,7 +230,7 @@ def test_note_names_the_run_button(path):
 
 def test_tiny_videos_are_saved_upscaled_nearest():
     """96x64 frames are too small to see in a save node: each is enlarged 4x, nearest-exact (pixels kept)."""
-    workflow = json.loads((PACK_ROOT / "example_workflows" / "tiny_tora_cpu.json").read_text())
+    workflow = json.loads((PACK_ROOT / "example_workflows" / f"{TINY}.json").read_text())
     nodes = {n["id"]: n for n in workflow["nodes"]}
     sources = {link[0]: nodes[link[1]] for link in workflow["links"]}
     saves = [n for n in nodes.values() if n["type"] == "SaveAnimatedWEBP"]
@@ -243,7 +245,7 @@ def test_tiny_scene_picture_stored_in_the_workflow_is_the_scene(pack):
     Scene outputs for the stored seed and objects, pixel for pixel."""
     from PIL import Image
 
-    workflow = json.loads((PACK_ROOT / "example_workflows" / "tiny_tora_cpu.json").read_text())
+    workflow = json.loads((PACK_ROOT / "example_workflows" / f"{TINY}.json").read_text())
     (scene,) = [n for n in workflow["nodes"] if n["type"] == "ToraTinyScene"]
     preview = scene["properties"]["tora_scene_preview"]
     seed, _, objects = scene["widgets_values"]
