@@ -255,3 +255,15 @@ def test_tiny_scene_picture_stored_in_the_workflow_is_the_scene(pack):
     stored = np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB"))
     image, _ = pack.NODE_CLASS_MAPPINGS["ToraTinyScene"]().make(seed, objects)
     assert np.array_equal(stored, (image[0].cpu().numpy() * 255).round().astype(np.uint8))
+
+
+def test_each_workflow_has_its_thumbnail_in_the_web_folder():
+    """Newer cores serve only <name>.json from /workflow_templates/<pack>/ (ComfyUI 0.3.64 served every file), so
+    the template browser's pictures live in web/js/example_thumbnails/, served by every core, where
+    web/js/template_thumbnails.js sends the frontend's thumbnail requests."""
+    folder = PACK_ROOT / "web" / "js" / "example_thumbnails"
+    assert sorted(p.stem for p in folder.glob("*.jpg")) == sorted(p.stem for p in WORKFLOWS)
+    jpeg = b"\xff\xd8\xff"  # the frontend asks for .jpg
+    assert all(p.read_bytes()[:3] == jpeg for p in folder.glob("*.jpg"))
+    beside = {p.suffix for p in (PACK_ROOT / "example_workflows").iterdir()}
+    assert beside == {".json", ".md"}, beside

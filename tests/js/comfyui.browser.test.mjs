@@ -200,6 +200,30 @@ test("example workflows as a new user opens them: nothing overlaps, no wire behi
   }
 });
 
+test("template browser: cards titled with the workflow names, thumbnails served from the pack's web folder", { skip }, async () => {
+  const names = readdirSync(EXAMPLES).filter((f) => f.endsWith(".json")).map((f) => f.slice(0, -".json".length));
+  const listed = await (await fetch(`${BASE}/workflow_templates`)).json();
+  const module = Object.keys(listed).find((m) => names.every((n) => listed[m].includes(n)));
+  assert.ok(module, `no module lists ${names}: ${JSON.stringify(listed)}`);
+  // No thumbnail sits beside the workflows (newer cores serve only .json there): each card's picture must come
+  // from web/js/example_thumbnails through template_thumbnails.js.
+  const shown = new Map();
+  const record = (r) => {
+    const m = /\/example_thumbnails\/([^/?]+)\.jpg$/.exec(decodeURIComponent(new URL(r.url()).pathname));
+    if (m) shown.set(m[1], r.status());
+  };
+  page.on("response", record);
+  await page.evaluate(() => app.extensionManager.command.execute("Comfy.BrowseTemplates"));
+  await page.getByText(module, { exact: true }).first().click();
+  for (const name of names) await page.getByText(name, { exact: true }).first().waitFor({ state: "visible" });
+  await page.waitForFunction((n) => document.querySelectorAll("img[src^='blob:'], img[src*='example_thumbnails']").length >= n, names.length, { timeout: 15000 });
+  await page.screenshot({ path: "/tmp/tora_comfyui_templates.png" });
+  page.off("response", record);
+  await page.keyboard.press("Escape");
+  assert.deepEqual([...shown.keys()].sort(), [...names].sort());
+  assert.ok([...shown.values()].every((status) => status === 200), JSON.stringify([...shown]));
+});
+
 test("Vue node renderer: the editor is the node's DOM widget and edits the same value", { skip: skip || (process.env.TORA_COMFYUI_VUE !== "1" && "TORA_COMFYUI_VUE not set") }, async () => {
   await page.evaluate(async () => {
     await app.extensionManager.setting.set("Comfy.VueNodes.Enabled", true);
