@@ -4,7 +4,8 @@
 //   TORA_COMFYUI_URL=http://127.0.0.1:8188 node --test tests/js/comfyui.browser.test.mjs
 // (recipe: ../shared/reference/comfyui.md part B). Skipped when TORA_COMFYUI_URL is unset.
 // TORA_COMFYUI_VUE=1 adds the Vue node renderer ("Nodes 2.0"); frontend 1.27.10 renders no DOM widget
-// there at all (comfyui.md A.3), 1.58.1 does.
+// there at all (comfyui.md A.3), 1.58.1 does. TORA_COMFYUI_FRONTEND=<version> asserts which frontend is served
+// (tests/test_real_frontends.py runs this file on the pinned 1.27.10 and on the newest from PyPI).
 // Screenshots: /tmp/tora_comfyui_frontend.png, /tmp/tora_comfyui_tiny_workflow.png.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
@@ -27,6 +28,7 @@ before(async () => {
   page = browser.page;
   await page.goto(BASE);
   await page.waitForFunction(() => window.app?.graph && window.LiteGraph?.registered_node_types?.TrajectoryCanvas, null, { timeout: 60000 });
+  if (process.env.TORA_COMFYUI_FRONTEND) assert.equal(await page.evaluate(() => window.__COMFYUI_FRONTEND_VERSION__), process.env.TORA_COMFYUI_FRONTEND);
   // Classic LiteGraph rendering first (the setting persists in the server's user dir between runs).
   await page.evaluate(async () => {
     await app.extensionManager?.setting?.set("Comfy.VueNodes.Enabled", false);
@@ -56,6 +58,23 @@ const trajectoryText = () => page.evaluate((id) => app.graph.getNodeById(id).wid
 const lastTrack = async () => {
   const text = await trajectoryText(); // "" until the first edit when the node's default is empty
   return text ? (JSON.parse(text).tracks.at(-1)?.points ?? []) : [];
+};
+/** Wait until a visible editor canvas shows the last track in its colour (#rrggbb): > 100 such pixels. */
+const assertDrawn = async (label) => {
+  const color = JSON.parse(await trajectoryText()).tracks.at(-1).color;
+  const drawn = (hex) => {
+    const want = [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));
+    const counts = [...document.querySelectorAll(".tora-ed canvas")]
+      .filter((c) => c.isConnected && c.offsetParent !== null)
+      .map((canvas) => {
+        const { data } = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height);
+        let count = 0;
+        for (let i = 0; i < data.length; i += 4) if (want.every((v, k) => Math.abs(data[i + k] - v) <= 12)) count++;
+        return count;
+      });
+    return Math.max(0, ...counts) > 100;
+  };
+  await page.waitForFunction(drawn, color, { timeout: 5000 }).catch(() => assert.fail(`${label}: track ${color} not drawn`));
 };
 const nodeValues = () => page.evaluate((id) => JSON.parse(JSON.stringify(app.graph.serialize())).nodes.find((n) => String(n.id) === String(id)).widgets_values, ids.canvas); // ids are strings in newer frontends
 
@@ -104,6 +123,7 @@ test("save -> loadGraphData round-trips; zoomed drag and width change keep canva
   });
   await page.waitForTimeout(500);
   assert.deepEqual(await nodeValues(), values);
+  await assertDrawn("reloaded editor");
 
   await page.evaluate(() => {
     app.canvas.ds.scale = 0.7;
@@ -155,14 +175,14 @@ const EXAMPLES = new URL("../../example_workflows/", import.meta.url);
 // Nodes no wire may pass behind: the drawing surface, the text a new user reads, and pictures.
 const KEEP_CLEAR = new Set(["TrajectoryCanvas", "Note", "LoadImage", "PreviewImage", "SaveAnimatedWEBP"]);
 
-/** Boxes (title bar and source badge included) and link end points of the graph as the frontend laid it out. */
+/** Boxes (title bar and source badge included) and link end points of the graph as the frontend laid it out.
+ * From each node's pos and size (getBounding() is only refreshed for nodes drawn on screen). */
 const graphLayout = () =>
   page.evaluate((badge) => {
-    app.canvas.draw(true, true); // bounding boxes are measured while drawing
+    const title = LiteGraph.NODE_TITLE_HEIGHT;
     const boxes = app.graph._nodes.map((n) => {
-      const [x, y, w, h] = n.getBounding();
-      const b = n.badges?.length ? badge : 0;
-      return { id: String(n.id), type: n.type, x, y: y - b, w, h: h + b };
+      const top = title + (n.badges?.length ? badge : 0);
+      return { id: String(n.id), type: n.type, x: n.pos[0], y: n.pos[1] - top, w: n.size[0], h: n.size[1] + top };
     });
     const all = app.graph.links instanceof Map ? [...app.graph.links.values()] : Object.values(app.graph.links);
     const links = all.map((l) => ({
@@ -178,6 +198,10 @@ const graphLayout = () =>
 test("example workflows as a new user opens them: nothing overlaps, no wire behind the canvas, Note says Run", { skip }, async () => {
   const files = readdirSync(EXAMPLES).filter((f) => f.endsWith(".json"));
   assert.equal(files.length, 4);
+  // A fresh page, as a new user has: the frontend keeps earlier run outputs by node id, and a node of a loaded
+  // workflow with the id of an earlier PreviewImage would show (and grow to) that picture.
+  await page.reload();
+  await page.waitForFunction(() => window.app?.graph && window.LiteGraph?.registered_node_types?.TrajectoryCanvas, null, { timeout: 60000 });
   for (const file of files) {
     const workflow = JSON.parse(readFileSync(new URL(file, EXAMPLES), "utf8"));
     await page.evaluate(async (wf) => {
@@ -244,5 +268,20 @@ test("Vue node renderer: the editor is the node's DOM widget and edits the same 
   await page.getByRole("button", { name: "+ Path" }).click();
   for (const [x, y] of [[100, 380], [300, 120], [600, 300]]) await page.mouse.click(...(await canvasPoint(page, x, y)));
   assertNear(await lastTrack(), [[100, 380], [300, 120], [600, 300]], "Vue mode track", 2.5);
+  await assertDrawn("Vue mode");
+
+  // Save and reload in the Vue renderer: the value comes back and the new editor draws it.
+  const values = await nodeValues();
+  await page.evaluate(async () => {
+    await app.loadGraphData(JSON.parse(JSON.stringify(app.graph.serialize())));
+  });
+  await page.locator(".tora-ed canvas").waitFor({ state: "visible" });
+  await page.waitForTimeout(500);
+  assert.deepEqual(await nodeValues(), values);
+  assertNear(await lastTrack(), [[100, 380], [300, 120], [600, 300]], "Vue mode track after reload", 2.5);
+  await assertDrawn("Vue mode, reloaded");
   await page.screenshot({ path: "/tmp/tora_comfyui_vue.png" });
+  await page.evaluate(async () => {
+    await app.extensionManager.setting.set("Comfy.VueNodes.Enabled", false); // the setting outlives this run
+  });
 });
