@@ -95,7 +95,7 @@ class LoadToraModel:
                         "diffusers transformer/ folder, a single .safetensors, or a CogVideoX-5b-Tora split folder. "
                         "Looked for in models/tora, models/diffusion_models and models/CogVideo. "
                         "tora/tiny_tora/transformer.safetensors is the tiny CPU model shipped with the pack "
-                        "(96x64, 17 frames, I2V; see the example workflow 'Tiny Tora on the CPU, no download').",
+                        "(96x64, 17 frames, I2V; see the example workflow 'Tiny Tora, CPU, no download').",
                     },
                 ),
                 "vae": (

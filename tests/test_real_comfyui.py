@@ -4,7 +4,7 @@ Skipped unless COMFYUI_DIR points at a ComfyUI source tree (e.g. /tmp/comfyui). 
 (COMFYUI_VENV, default /tmp/tora-comfy-venv; built on first use by tests/comfy_venv.py with the CPU torch pin) in its own base
 directory, so the ComfyUI tree is not modified. Each UI-format workflow is converted to the API format with the
 server's own /object_info, the real model files are swapped for tiny ones written into the base directory (the
-tiny workflow, "Tiny Tora on the CPU, no download", runs as saved, with the model bundled in the pack, and must
+tiny workflow, "Tiny Tora, CPU, no download", runs as saved, with the model bundled in the pack, and must
 finish within a minute), and the saved videos are checked frame by frame. Takes about a minute once the venv exists.
 """
 
@@ -38,8 +38,8 @@ PACK_LINK_NAME = "any-folder-name_tora"  # the pack must load under whatever fol
 OUR_IDS = ("LoadToraModel", "TrajectoryCanvas", "TrajectoryToMotionLatent", "ToraSampler", "MotionVAEDecode")
 WIDTH, HEIGHT, FRAMES, STEPS = 96, 64, 9, 2
 # Runs as saved (the bundled tiny Tora at its own 96x64, 17 frames, 20 steps), within the issue's minute on a CPU.
-TINY_WORKFLOW, TINY_FRAMES, TINY_MAX_SECONDS = "Tiny Tora on the CPU, no download", 17, 60.0
-PRESET_WORKFLOW = PACK_ROOT / "example_workflows" / "Tora text to video, trajectory file.json"
+TINY_WORKFLOW, TINY_FRAMES, TINY_MAX_SECONDS = "Tiny Tora, CPU, no download", 17, 60.0
+PRESET_WORKFLOW = PACK_ROOT / "example_workflows" / "Tora text to video, path file.json"
 TINY_SAVED_SCALE = 4  # the tiny workflow saves its 96x64 frames through ImageScaleBy (nearest-exact, 4x)
 SIZE_NODES = ("TrajectoryCanvas", "TrajectoryToMotionLatent", "ToraSampler")
 WIDGET_KINDS = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")

@@ -1,4 +1,4 @@
-"""example_workflows/Tiny Tora on the CPU, no download.json run through the pack's node classes in graph order, without ComfyUI.
+"""example_workflows/Tiny Tora, CPU, no download.json run through the pack's node classes in graph order, without ComfyUI.
 
 The workflow file itself is executed (widget values and links as saved; the core save nodes and the Note are
 skipped) with the tiny Tora bundled in models/tiny_tora/. Beyond shapes and ranges, the generated object must follow
@@ -20,7 +20,7 @@ from tests.test_nodes import PACK_ROOT
 from tests.test_workflows import expected_widgets
 from tora_model.evaluate import trajectory_errors
 
-WORKFLOW = PACK_ROOT / "example_workflows" / "Tiny Tora on the CPU, no download.json"
+WORKFLOW = PACK_ROOT / "example_workflows" / "Tiny Tora, CPU, no download.json"
 W, H, F = 96, 64, 17
 # Mean distance (px at 96x64) between the tracked object and the drawn path over frames 1-16, missing detections
 # counted at the frame centre. Measured with the shipped weights: 1.60 px with the workflow as saved (object found in

@@ -78,7 +78,7 @@ CORE_NODES = {
 }
 PYTHON_TYPES = {"INT": int, "FLOAT": (int, float), "STRING": str, "BOOLEAN": bool}
 # Width, height, frames of each workflow: Tora's training size, except the bundled tiny model's.
-TINY = "Tiny Tora on the CPU, no download"  # the bundled tiny model's workflow
+TINY = "Tiny Tora, CPU, no download"  # the bundled tiny model's workflow
 SIZES = {TINY: (96, 64, 17)}
 
 
@@ -148,9 +148,9 @@ def test_there_are_four_workflows_and_a_readme():
     names = {p.stem for p in WORKFLOWS}
     # The template browser titles each card with the file name (both frontends): words, not identifiers.
     assert names == {
-        "Tora text to video, drawn trajectory",
-        "Tora image to video, drawn trajectory",
-        "Tora text to video, trajectory file",
+        "Tora text to video, drawn path",
+        "Tora image to video, drawn path",
+        "Tora text to video, path file",
         TINY,
     }
     readme = (PACK_ROOT / "example_workflows" / "README.md").read_text()

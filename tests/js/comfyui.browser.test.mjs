@@ -243,6 +243,11 @@ test("template browser: cards titled with the workflow names, thumbnails served 
   await page.waitForFunction((n) => document.querySelectorAll("img[src^='blob:'], img[src*='example_thumbnails']").length >= n, names.length, { timeout: 15000 });
   await page.screenshot({ path: "/tmp/tora_comfyui_templates.png" });
   page.off("response", record);
+  const clipped = await page.evaluate(
+    (titles) => titles.filter((t) => [...document.querySelectorAll("*")].some((el) => !el.childElementCount && el.textContent.trim() === t && el.offsetParent && el.scrollWidth > el.clientWidth + 1)),
+    names,
+  );
+  assert.deepEqual(clipped, [], "card titles cut short (ellipsis)");
   await page.keyboard.press("Escape");
   assert.deepEqual([...shown.keys()].sort(), [...names].sort());
   assert.ok([...shown.values()].every((status) => status === 200), JSON.stringify([...shown]));
