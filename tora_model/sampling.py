@@ -86,9 +86,13 @@ def randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tens
     A CPU generator with CUDA latents therefore gives the same numbers as on a CPU-only machine (diffusers' rule);
     without a generator the global RNG of x's device is used (SAT's `randn_like`).
     """
+    return _draw(x, generator).to(x.device)
+
+
+def _draw(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Noise of x's shape on the generator's device (x's without one), not yet moved."""
     device = generator.device if generator is not None else x.device
-    noise = torch.randn(x.shape, generator=generator, device=device, dtype=torch.float32)
-    return noise.to(x.device)
+    return torch.randn(x.shape, generator=generator, device=device, dtype=torch.float32)
 
 
 def dpmpp_2m_sde_step(
@@ -107,9 +111,11 @@ def dpmpp_2m_sde_step(
     x_scale = math.sqrt((1.0 - a_next**2) / (1.0 - a**2)) * math.exp(-h)
     x0_scale = math.expm1(-2.0 * h) * a_next
     noise_scale = math.sqrt(1.0 - a_next**2) * math.sqrt(1.0 - math.exp(-2.0 * h))
-    first_noise = randn_like(x, generator)  # drawn even when replaced below: keeps the official random stream
+    # Drawn even when replaced below, to keep the official random stream; moved to x's device only when used, so a
+    # second-order step copies one noise tensor to the GPU, not two.
+    first_noise = _draw(x, generator)
     if x0_prev is None or a_prev is None:
-        return x_scale * x - x0_scale * x0 + noise_scale * first_noise
+        return x_scale * x - x0_scale * x0 + noise_scale * first_noise.to(x.device)
     r = (lam - _log_snr(a_prev)) / h
     d = (1.0 + 1.0 / (2.0 * r)) * x0 - (1.0 / (2.0 * r)) * x0_prev  # second-order x0 extrapolation
     return x_scale * x - x0_scale * d + noise_scale * randn_like(x, generator)
