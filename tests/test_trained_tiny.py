@@ -4,11 +4,13 @@ A regression anywhere in the motion path — flow rendering, VAE encoding, extra
 makes the generated objects drift from their paths, so motion-on error rises towards the motion-off error.
 """
 
+import numpy as np
 import pytest
 import torch
 
 from tests.bundled_tiny import BUNDLED_TINY, needs_bundled_tiny
-from tora_model.evaluate import HELD_OUT_SEED, evaluate, load_tiny_tora
+from tora_model.evaluate import HELD_OUT_SEED, evaluate, evaluate_rows, family_rows, load_tiny_tora
+from tora_model.path_families import FAMILIES
 from tora_model.synthetic import make_clips
 
 CLIPS, STEPS = 4, 10
@@ -37,3 +39,44 @@ def test_trained_tiny_tora_follows_held_out_paths(one_thread):
     assert off > MIN_OFF_OVER_ON * on, (
         f"motion off {off:.2f} px is not {MIN_OFF_OVER_ON}× motion on {on:.2f} px"
     )
+
+
+# issue 12: one held-out clip of each other path family (wiggles, timed, fast, holds, border; one object, pooled) and
+# 3 clips of 2–3 crossing objects, 10 steps as above. Measured with the shipped weights: other families 7.91 px on,
+# 22.94 off (2.9×; VAE round trip 2.87); crossing objects 16.58 on, 23.61 off (1.4×; VAE 5.16). These bounds guard
+# today's (weak) control against regressions; the issue's targets (3 px and 4×, 4 px and 3×) are not reached yet.
+FAMILY_CLIPS, MULTI_CLIPS = 1, 3
+MAX_FAMILIES_ON, MIN_FAMILIES_RATIO = 10.0, 2.0
+MAX_MULTI_ON, MIN_MULTI_RATIO = 19.0, 1.2
+
+
+def pooled_means(parts: list[dict]) -> tuple[float, float]:
+    """(motion on, motion off) mean error over all object-frames of `parts` (evaluate's results per row)."""
+    return tuple(
+        float(np.concatenate([p[row].values for p in parts]).mean()) for row in ("motion on", "motion off")
+    )
+
+
+def test_trained_tiny_tora_follows_other_path_families_and_crossing_objects(one_thread):
+    model, vae = load_tiny_tora(BUNDLED_TINY)
+    rows = family_rows(FAMILIES[1:], clips=FAMILY_CLIPS, multi_clips=MULTI_CLIPS)
+    measured = evaluate_rows(model, vae, rows, steps=STEPS)
+    for parts, max_on, min_ratio, what in (
+        (
+            [r for row, r in measured if row.objects == 1],
+            MAX_FAMILIES_ON,
+            MIN_FAMILIES_RATIO,
+            "other families",
+        ),
+        (
+            [r for row, r in measured if row.objects != 1],
+            MAX_MULTI_ON,
+            MIN_MULTI_RATIO,
+            "2–3 crossing objects",
+        ),
+    ):
+        on, off = pooled_means(parts)
+        assert on < max_on, f"{what}: motion on {on:.2f} px (motion off {off:.2f} px)"
+        assert off > min_ratio * on, (
+            f"{what}: motion off {off:.2f} px is not {min_ratio}× motion on {on:.2f} px"
+        )
