@@ -161,6 +161,26 @@ def infer_t5_config(weights: Mapping[str, torch.Tensor]) -> T5Config:
     )
 
 
+def t5_xxl_config() -> T5Config:
+    """The T5 v1.1 XXL encoder Tora uses (4.76 B parameters): 24 layers, d_model 4096, 64 heads × 64, gated-GELU
+    d_ff 10240, vocabulary 32128 — e.g. to build it on the meta device without its weights."""
+    return T5Config(
+        vocab_size=32128,
+        d_model=4096,
+        d_kv=64,
+        d_ff=10240,
+        num_layers=24,
+        num_heads=64,
+        relative_attention_num_buckets=32,
+        relative_attention_max_distance=128,
+        feed_forward_proj="gated-gelu",
+        layer_norm_epsilon=1e-6,
+        is_encoder_decoder=False,
+        use_cache=False,
+        tie_word_embeddings=False,
+    )
+
+
 def tiny_t5_config(vocab_size: int, d_model: int, d_ff: int | None = None) -> T5Config:
     """A 2-layer, 4-head gated-GELU (v1.1-style) T5 encoder config for the demo and tests; d_ff defaults to 2·d_model."""
     return T5Config(

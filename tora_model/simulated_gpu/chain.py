@@ -34,6 +34,7 @@ from ..offload import enable_block_swap, move_resident, store_block_linears
 from ..pipeline import LATENT_CHANNELS, decode_latents, encode_image_latents, latent_frames, sample_latents
 from ..schedule import make_schedule
 from ..st_dit import STDiTTransformer
+from ..text import t5_xxl_config
 from ..transformer import build_transformer
 from ..vae import CogVideoXVAE, VAEConfig
 from .accounting import DeviceMemory, StageRecord
@@ -43,22 +44,6 @@ PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp8_e4m3fn": torch
 STAGES = ("text", "motion", "sampler", "decode")
 CUDA = torch.device("cuda", 0)
 HOST = torch.device("cpu")
-
-
-def t5_xxl_config() -> T5Config:
-    """T5 v1.1 XXL encoder (4.76 B parameters): 24 layers, d_model 4096, 64 heads × 64, gated-GELU d_ff 10240."""
-    return T5Config(
-        vocab_size=32128,
-        d_model=4096,
-        d_kv=64,
-        d_ff=10240,
-        num_layers=24,
-        num_heads=64,
-        feed_forward_proj="gated-gelu",
-        is_encoder_decoder=False,
-        use_cache=False,
-        tie_word_embeddings=False,
-    )
 
 
 @dataclass(frozen=True)
