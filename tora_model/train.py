@@ -52,6 +52,8 @@ DEFAULT_OUT = Path(__file__).resolve().parents[1] / "models" / "tiny_tora"
 VAE_CONFIG = VAEConfig(channels=16, channel_mult=(1, 1, 2), layers_per_block=1, norm_groups=4)
 PRESET = "tiny_st"
 KL_WEIGHT = 5e-4
+VAE_LR = 2e-3  # the VAE stage from scratch; decoder and denoiser default to DEFAULT_LR
+DEFAULT_LR = 1e-3
 MOTION_DROP = 0.1
 # decoder stage: latents get up to this × their std of extra noise (robust to sampled latents)
 DECODER_NOISE = 0.1
@@ -144,6 +146,13 @@ def vae_loss(recon: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
     return (weight * (recon - video).abs()).mean() / weight.mean() + F.mse_loss(recon, video)
 
 
+def _set_cosine_lr(optimizer: torch.optim.Optimizer, peak_lr: float, step: int, progress: float) -> None:
+    """Warm up over 50 steps, then follow a cosine from `peak_lr` to 2 % of it over the run."""
+    cosine = 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    for group in optimizer.param_groups:
+        group["lr"] = peak_lr * min(1.0, (step + 1) / 50) * cosine
+
+
 def _vae_data(
     seed: int, num_clips: int, families: tuple[str, ...] | None = None
 ) -> tuple[list[torch.Tensor], list[np.ndarray]]:
@@ -162,16 +171,21 @@ def train_vae(
     init: CogVideoXVAE | None = None,
     steps: int | None = None,
     families: tuple[str, ...] | None = None,
+    peak_lr: float = VAE_LR,
 ) -> CogVideoXVAE:
-    """Train (or, with `init`, continue training) the whole VAE for `minutes` of wall time at a constant rate."""
+    """Train the whole VAE for `minutes` of wall time: from scratch at a constant rate, or, with `init`, continue
+    training it (encoder too, so the latent space moves: retrain the denoiser after) with a 50-step warm-up and a
+    cosine to 2 % of `peak_lr`."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
     videos, centres = _vae_data(seed, num_clips, families)
     vae = (init or CogVideoXVAE(VAE_CONFIG)).train()
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=2e-3, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=peak_lr, weight_decay=0.0)
     start, step = time.monotonic(), 0
     while _running(start, minutes * 60, step, steps):
+        if init is not None:
+            _set_cosine_lr(optimizer, peak_lr, step, _progress(start, minutes * 60, step, steps))
         video = _vae_batch(videos, centres, rng, batch)
         recon, kl = vae_forward(vae, video, generator)
         loss = vae_loss(recon, video) + KL_WEIGHT * kl
@@ -217,10 +231,7 @@ def train_decoder(
     start, step = time.monotonic(), 0
     budget, losses = minutes * 60, _LossLog("decoder", start)
     while _running(start, budget, step, steps):
-        progress = _progress(start, budget, step, steps)
-        cosine = 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-        for group in optimizer.param_groups:
-            group["lr"] = peak_lr * min(1.0, (step + 1) / 50) * cosine
+        _set_cosine_lr(optimizer, peak_lr, step, _progress(start, budget, step, steps))
         video = _vae_batch(videos, centres, rng, batch)
         with torch.no_grad():
             moments, _ = vae.encode_chunk(video)  # [B, 32, T, h, w]
@@ -361,7 +372,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--resume", action="store_true", help="continue from the weights in --out")
     parser.add_argument(
-        "--lr", type=float, default=1e-3, help="peak learning rate of the decoder and denoiser"
+        "--lr",
+        type=float,
+        default=None,
+        help=f"peak learning rate (default {VAE_LR} for vae, constant from scratch, cosine with --resume; "
+        f"{DEFAULT_LR} for decoder and denoiser)",
     )
     parser.add_argument(
         "--families",
@@ -381,9 +396,15 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.stage in ("vae", "all"):
         init = load_vae(vae_folder) if args.resume else None
-        save_vae(
-            train_vae(args.seed, budget("vae"), init=init, steps=args.steps, families=families), vae_folder
+        vae = train_vae(
+            args.seed,
+            budget("vae"),
+            init=init,
+            steps=args.steps,
+            families=families,
+            peak_lr=args.lr or VAE_LR,
         )
+        save_vae(vae, vae_folder)
         log.info("wrote %s", vae_folder)
     if args.stage in ("decoder", "all"):
         seed = args.seed + DECODER_SEED_OFFSET if args.stage == "all" else args.seed
@@ -392,7 +413,7 @@ def main(argv: list[str] | None = None) -> None:
             seed,
             budget("decoder"),
             steps=args.steps,
-            peak_lr=args.lr,
+            peak_lr=args.lr or DEFAULT_LR,
             families=families,
         )
         save_vae(vae, vae_folder)
@@ -406,7 +427,7 @@ def main(argv: list[str] | None = None) -> None:
             num_clips=args.clips,
             steps=args.steps,
             init=init,
-            peak_lr=args.lr,
+            peak_lr=args.lr or DEFAULT_LR,
             families=families,
         )
         save_st_transformer(model, transformer_file)
