@@ -1,9 +1,9 @@
 """Step cache and compiled blocks: what they save and what they cost, against the exact run measured in the same run.
 
 Cache: the trained tiny Tora (`models/tiny_tora`, its shipped `step_cache.json` fit) generates held-out one-object
-clips (`tora_model.synthetic`, seed 1000, as `python -m tora_model.evaluate`) from their first frame and trajectory
+clips (`tora_model.tiny.synthetic`, seed 1000, as `python -m tora_model.tiny.evaluate`) from their first frame and trajectory
 at 20 and 50 steps, with the cache off, balanced and fast (and any --thresholds). Per setting: transformer
-evaluations (block-stack passes; one per step when off), wall time, mean trajectory error (`tora_model.evaluate`,
+evaluations (block-stack passes; one per step when off), wall time, mean trajectory error (`tora_model.tiny.evaluate`,
 px at 96×64) and PSNR of the frames against the uncached frames of the same clip and seed (8-bit range).
 
 Compile: the mid config of `bench_transformer_step.py` (4 blocks at the release width 3072, latents [1, 3, 16, 8, 12],
@@ -34,12 +34,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a plain script from anywhere
 from tora_model.config import ToraConfig  # noqa: E402
-from tora_model.evaluate import HELD_OUT_SEED, generate_clip, load_tiny_tora, trajectory_errors  # noqa: E402
 from tora_model.sampling import StepInfo  # noqa: E402
 from tora_model.speed import NetworkRunner, SpeedOptions  # noqa: E402
 from tora_model.step_cache import find_fit  # noqa: E402
-from tora_model.synthetic import make_clips  # noqa: E402
-from tora_model.train import DEFAULT_OUT  # noqa: E402
+from tora_model.tiny.evaluate import HELD_OUT_SEED, generate_clip, load_tiny_tora, trajectory_errors  # noqa: E402
+from tora_model.tiny.synthetic import make_clips  # noqa: E402
+from tora_model.tiny.train import DEFAULT_OUT  # noqa: E402
 from tora_model.transformer import build_transformer  # noqa: E402
 
 

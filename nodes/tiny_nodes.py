@@ -1,6 +1,6 @@
 """ToraTinyScene: a start image from the synthetic scenes the bundled tiny Tora was trained on.
 
-The tiny model (`models/tiny_tora/`) only knows `tora_model.synthetic` clips — 1–3 coloured textured objects over a
+The tiny model (`models/tiny_tora/`) only knows `tora_model.tiny.synthetic` clips — 1–3 coloured textured objects over a
 grey textured background at 96×64, 17 frames. This node gives the first frame of such a clip (and the paths its
 objects take in the clip) so the example workflow needs no image file in ComfyUI/input.
 """
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from ..tora_model import synthetic
 from ..tora_model.errors import ConfigError
+from ..tora_model.tiny import synthetic
 from . import comfy_glue
 
 MAX_OBJECTS = 3

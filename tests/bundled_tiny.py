@@ -15,7 +15,7 @@ BUNDLED_TINY = PACK_ROOT / "models" / "tiny_tora"
 
 needs_bundled_tiny = pytest.mark.skipif(
     not (BUNDLED_TINY / "transformer.safetensors").is_file(),
-    reason=f"no trained tiny Tora in {BUNDLED_TINY}; train with `python -m tora_model.train all --seed 0`",
+    reason=f"no trained tiny Tora in {BUNDLED_TINY}; train with `python -m tora_model.tiny.train all --seed 0`",
 )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import logging
 import re
@@ -17,16 +18,16 @@ from safetensors.torch import save_file
 
 from tora_model.cli import main
 from tora_model.cli_output import to_uint8
-from tora_model.demo_models import (
+from tora_model.motion_guidance import motion_from_trajectory
+from tora_model.pipeline import decode_latents, encode_image_latents, sample_latents
+from tora_model.text import T5TextEncoder
+from tora_model.tiny.demo_models import (
     DEMO_PROMPT,
     build_demo_models,
     demo_trajectory,
     save_demo_models,
     write_demo_t5,
 )
-from tora_model.motion_guidance import motion_from_trajectory
-from tora_model.pipeline import decode_latents, encode_image_latents, sample_latents
-from tora_model.text import T5TextEncoder
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = ["--width", "32", "--height", "32", "--num-frames", "9", "--steps", "2"]
@@ -200,3 +201,27 @@ def test_output_errors_are_clear(model_files, tmp_path, caplog):
         with caplog.at_level(logging.ERROR, logger="tora_model"):
             assert main(_generate_args(model_files, **{"--out": tmp_path / "video.mp4"})) == 2
         assert "imageio-ffmpeg" in caplog.text and "--frames-dir DIR" in caplog.text
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "calibrate-cache"])
+def test_tiny_commands_forward_every_argument(monkeypatch, command):
+    """`python -m tora_model train …` is `python -m tora_model.tiny.train …`: the rest of the line, --help too."""
+    module = importlib.import_module(f"tora_model.tiny.{command.replace('-', '_')}")
+    received = []
+    monkeypatch.setattr(module, "main", received.append)
+    assert main([command, "vae", "--seed", "0", "-q", "--help"]) == 0
+    assert received == [["vae", "--seed", "0", "-q", "--help"]]
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_tiny_command_help_is_the_modules_own(capsys, command):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: python -m tora_model.tiny.{command} ")
+
+
+def test_tiny_command_errors_are_one_line(caplog):
+    with caplog.at_level(logging.ERROR, logger="tora_model"):
+        assert main(["train", "vae", "--families", "spirals", "--out", "unused"]) == 2
+    assert "path families ['spirals'] are not known" in caplog.text

@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 from tora_model import checkpoints, vae_loading
 from tora_model.cli import build_parser, main
 from tora_model.cli_output import write_frames, write_video
-from tora_model.demo_models import build_demo_models, demo_trajectory, save_demo_models, write_demo_t5
+from tora_model.tiny.demo_models import build_demo_models, demo_trajectory, save_demo_models, write_demo_t5
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = ["--width", "32", "--height", "32", "--num-frames", "9", "--steps", "2"]

@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from tora_model.config import ToraConfig
-from tora_model.demo_models import build_demo_models, demo_trajectory
 from tora_model.errors import ConfigError
 from tora_model.flow import flow_to_rgb, render_flow
 from tora_model.motion_guidance import (
@@ -22,6 +21,7 @@ from tora_model.motion_guidance import (
     motion_from_trajectory,
 )
 from tora_model.resample import resample
+from tora_model.tiny.demo_models import build_demo_models, demo_trajectory
 from tora_model.trajectory import Track, Trajectory
 from tora_model.transformer import build_transformer
 

@@ -72,7 +72,7 @@ def test_pack_imports_only_relatively():
 
 
 def test_only_glue_imports_comfy():
-    for path in [*(PACK_ROOT / "nodes").glob("*.py"), *(PACK_ROOT / "tora_model").glob("*.py")]:
+    for path in [*(PACK_ROOT / "nodes").glob("*.py"), *(PACK_ROOT / "tora_model").rglob("*.py")]:
         if path.name == "comfy_glue.py":
             continue
         assert not COMFY_IMPORT.search(path.read_text()), path.name

@@ -76,7 +76,7 @@ def write_tiny_models(root) -> None:
         "latent_channels": vae_config.latent_channels,
     }
     (vae_dir / "config.json").write_text(json.dumps(diffusers_config))
-    demo_models = importlib.import_module(f"{pack.__name__}.tora_model.demo_models")
+    demo_models = importlib.import_module(f"{pack.__name__}.tora_model.tiny.demo_models")
     demo_models.write_demo_t5(root / "text_encoders" / "tiny_t5", TEXT_DIM, seed=4)
 
 

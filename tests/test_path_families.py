@@ -1,12 +1,12 @@
-"""The path families of the tiny Tora's clips (tora_model.path_families, synthetic.make_clips with families)."""
+"""The path families of the tiny Tora's clips (tora_model.tiny.path_families, synthetic.make_clips with families)."""
 
 import numpy as np
 import pytest
 
 from tora_model.errors import ConfigError
-from tora_model.path_families import FAMILIES, MAX_SPEED, check_families, crossing
 from tora_model.resample import resample
-from tora_model.synthetic import FRAMES, HEIGHT, WIDTH, make_clips, track_colours
+from tora_model.tiny.path_families import FAMILIES, MAX_SPEED, check_families, crossing
+from tora_model.tiny.synthetic import FRAMES, HEIGHT, WIDTH, make_clips, track_colours
 
 
 def speeds(centres: np.ndarray) -> np.ndarray:
@@ -74,7 +74,7 @@ def test_unknown_family_names_the_known_ones():
 
 
 def test_evaluation_has_a_row_per_family_and_one_of_crossing_objects():
-    from tora_model.evaluate import HELD_OUT_SEED, family_rows
+    from tora_model.tiny.evaluate import HELD_OUT_SEED, family_rows
 
     rows = family_rows(clips=2, multi_clips=3)
     assert [r.label for r in rows] == [f"{f}, 1 object" for f in FAMILIES] + ["all, 2–3 objects"]

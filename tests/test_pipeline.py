@@ -16,7 +16,6 @@ import torch
 from torch import nn
 
 from tora_model.config import ToraConfig
-from tora_model.demo_models import build_demo_models, demo_trajectory
 from tora_model.errors import ConfigError, GenerationInterrupted
 from tora_model.motion_guidance import motion_from_trajectory
 from tora_model.pipeline import (
@@ -28,6 +27,7 @@ from tora_model.pipeline import (
     sample_latents,
 )
 from tora_model.schedule import make_schedule
+from tora_model.tiny.demo_models import build_demo_models, demo_trajectory
 from tora_model.transformer import build_transformer
 from tora_model.vae import CogVideoXVAE, VAEConfig
 

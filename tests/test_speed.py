@@ -25,7 +25,7 @@ from tora_model.pipeline import sample_latents
 from tora_model.speed import NetworkRunner, SpeedOptions
 from tora_model.st_dit import STDiTTransformer
 from tora_model.step_cache import CacheFit, find_fit, forced_steps
-from tora_model.train import DEFAULT_OUT
+from tora_model.tiny.train import DEFAULT_OUT
 from tora_model.transformer import build_transformer
 
 SIZE = dict(width=96, height=64, num_frames=9)  # latents [1, 3, 16, 64/c, 96/c], c = the VAE compression

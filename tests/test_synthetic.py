@@ -4,7 +4,7 @@ import numpy as np
 
 from tora_model.flow import flow_to_rgb, render_flow
 from tora_model.resample import resample
-from tora_model.synthetic import FRAMES, HEIGHT, WIDTH, make_clips, track_colours
+from tora_model.tiny.synthetic import FRAMES, HEIGHT, WIDTH, make_clips, track_colours
 
 
 def test_clips_are_deterministic_and_centres_are_the_inference_positions():

@@ -43,7 +43,7 @@ def test_empty_text_has_the_model_text_shape_and_is_zero(pack):
 
 
 def test_tiny_scene_is_the_first_frame_of_the_synthetic_clip(pack):
-    synthetic = pack.tora_model.synthetic
+    synthetic = pack.tora_model.tiny.synthetic
     scene = node(pack, "ToraTinyScene")
     image, trajectory = scene.make(8, 1)
     clip = synthetic.make_clips(8, 1, 1)[0]

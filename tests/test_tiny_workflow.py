@@ -2,7 +2,7 @@
 
 The workflow file itself is executed (widget values and links as saved; the core save nodes and the Note are
 skipped) with the tiny Tora bundled in models/tiny_tora/. Beyond shapes and ranges, the generated object must follow
-the drawn path: it is tracked by colour (`tora_model.evaluate.trajectory_errors`, the metric of
+the drawn path: it is tracked by colour (`tora_model.tiny.evaluate.trajectory_errors`, the metric of
 models/tiny_tora/README.md) and compared with the canvas path resampled to the 17 frames.
 """
 
@@ -18,7 +18,7 @@ import torch
 from tests.bundled_tiny import needs_bundled_tiny, pack_with_bundled_models_only
 from tests.test_nodes import PACK_ROOT
 from tests.test_workflows import expected_widgets
-from tora_model.evaluate import trajectory_errors
+from tora_model.tiny.evaluate import trajectory_errors
 
 WORKFLOW = PACK_ROOT / "example_workflows" / "Tiny Tora, CPU, no download.json"
 W, H, F = 96, 64, 17
@@ -74,7 +74,7 @@ def by_type(workflow: dict, node_type: str) -> dict:
 def path_errors(pack, workflow: dict, frames: torch.Tensor) -> tuple[np.ndarray, int]:
     """Per-frame distances of the scene's object in `frames` from the canvas path, and the frames it was not found."""
     seed, _, objects = by_type(workflow, "ToraTinyScene")["widgets_values"]
-    clip = pack.tora_model.synthetic.make_clips(seed, 1, objects)[0]
+    clip = pack.tora_model.tiny.synthetic.make_clips(seed, 1, objects)[0]
     drawn = pack.tora_model.trajectory.trajectory_from_json(
         by_type(workflow, "TrajectoryCanvas")["widgets_values"][3]
     )

@@ -1,4 +1,4 @@
-"""The shipped tiny Tora follows trajectories: held-out paths, real pipeline, colour tracking (tora_model.evaluate).
+"""The shipped tiny Tora follows trajectories: held-out paths, real pipeline, colour tracking (tora_model.tiny.evaluate).
 
 A regression anywhere in the motion path — flow rendering, VAE encoding, extractor, fusers, sampler, loaders —
 makes the generated objects drift from their paths, so motion-on error rises towards the motion-off error.
@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from tests.bundled_tiny import BUNDLED_TINY, needs_bundled_tiny
-from tora_model.evaluate import HELD_OUT_SEED, evaluate, evaluate_rows, family_rows, load_tiny_tora
-from tora_model.path_families import FAMILIES
-from tora_model.synthetic import make_clips
+from tora_model.tiny.evaluate import HELD_OUT_SEED, evaluate, evaluate_rows, family_rows, load_tiny_tora
+from tora_model.tiny.path_families import FAMILIES
+from tora_model.tiny.synthetic import make_clips
 
 CLIPS, STEPS = 4, 10
 OBJECTS = 1

@@ -9,20 +9,17 @@ understates none, so the x0 scale is the one that says which steps can be skippe
 x0 error ≈ f(probe change) with a least-squares polynomial; the cache accumulates f(probe change) and recomputes
 when the sum passes its threshold.
 
-Tiny model (the shipped `models/tiny_tora/step_cache.json`, on clips the benchmark never uses):
-    python -m tora_model.calibrate_cache --clips 4 --steps 20 50 --out models/tiny_tora/step_cache.json
 Released 5B (one run, one command; the fit lands where the cache looks for it, beside the transformer weights):
     python -m tora_model generate --transformer tora/t2v/ ... --cache-calibrate tora/t2v/step_cache.json
+The tiny Tora's shipped fit is written by `tiny/calibrate_cache.py` with this module's `Recorder` and `write_fit`.
 
 Layouts: probes `[B', N, D]`, outputs v `[B', T, 16, h, w]`; records are host floats.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +34,6 @@ from .step_cache import CacheFit, relative_l1
 log = logging.getLogger(__name__)
 
 DEGREE = 4
-CALIBRATION_SEED = 3000  # synthetic clips neither the training (0-3) nor the evaluation/benchmark (1000) use
 
 
 @dataclass
@@ -98,47 +94,3 @@ def write_fit(recorder: Recorder, path: Path, **about) -> CacheFit:
         quality["rms_residual"],
     )
     return result
-
-
-def calibrate_tiny(clips: int, steps: list[int], seed: int, models: Path) -> Recorder:
-    """Uncached I2V runs of the tiny Tora on synthetic one-object clips with their trajectories, at each step
-    count (so the fit covers the probe changes of short and long runs), recorded."""
-    from .evaluate import generate_clip, load_tiny_tora
-    from .synthetic import make_clips
-
-    model, vae = load_tiny_tora(models)
-    recorder = Recorder()
-    for count in steps:
-        for i, clip in enumerate(make_clips(seed, clips, 1)):
-            generate_clip(model, vae, clip, steps=count, seed=seed + i, motion=True, speed=recorder)
-            log.info("%d steps: clip %d/%d recorded", count, i + 1, clips)
-    return recorder
-
-
-def main(argv: list[str] | None = None) -> None:
-    from .train import DEFAULT_OUT
-
-    parser = argparse.ArgumentParser(
-        prog="python -m tora_model.calibrate_cache", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--clips", type=int, default=4, help="synthetic clips to run")
-    parser.add_argument("--steps", type=int, nargs="+", default=[20, 50], help="sampler steps of the runs")
-    parser.add_argument("--seed", type=int, default=CALIBRATION_SEED, help="synthetic data seed")
-    parser.add_argument("--models", type=Path, default=DEFAULT_OUT, help="tiny Tora folder")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT / "step_cache.json", help="fit file to write")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.ERROR)
-    log.setLevel(logging.INFO)
-    torch.set_num_threads(1)
-    recorder = calibrate_tiny(args.clips, args.steps, args.seed, args.models)
-    result = write_fit(
-        recorder,
-        args.out,
-        model="tiny Tora (models/tiny_tora)",
-        command=" ".join(["calibrate_cache", *sys.argv[1:]]),
-    )
-    sys.stdout.write(f"coefficients (highest degree first): {list(result.coefficients)}\n")
-
-
-if __name__ == "__main__":
-    main()

@@ -7,8 +7,9 @@ effect, and outputs that cannot be written, are refused before any file is read;
 the content of each weights file's header, the trajectory at the generation size) is checked before any model is
 built (argument types and the parser class: `cli_args.py`), and each refusal is one message naming the option, what
 was expected, what arrived and how to fix it. Outputs are written only after the run succeeded (`cli_output.py`:
-temporary names, then moved into place). The tiny random demo models are built by `demo_models.py`, the trained ones
-loaded by `demo_trained.py`.
+temporary names, then moved into place). The tiny random demo models are built by `tiny/demo_models.py`, the trained
+ones loaded by `tiny/demo_trained.py`. `train`, `evaluate` and `calibrate-cache` hand their arguments unchanged to the
+tiny Tora's own commands (`TINY_COMMANDS`); their --help is those commands' own.
 
 Layouts: start image float32 RGB [H, W, 3] in [0, 1]; prompt embeddings [1, L, D]; frames as in `cli_output.py`.
 """
@@ -16,6 +17,7 @@ Layouts: start image float32 RGB [H, W, 3] in [0, 1]; prompt embeddings [1, L, D
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 import tempfile
@@ -32,11 +34,11 @@ from .checkpoint_files import check_weights_file, read_state_dict
 from .cli_args import Parser, check_device, finite_float, fraction, non_negative_float, positive_int
 from .cli_output import check_video_writer, to_uint8, write_outputs, write_preview
 from .cli_speed import add_speed_args, finish_speed, speed_from_args
-from .demo_models import build_demo_models, demo_trajectory, encode_demo_prompt, save_demo_models
 from .errors import CheckpointError, ConfigError, ToraError, TrajectoryFormatError
 from .motion_guidance import motion_from_flow, motion_from_trajectory, trajectory_flow_rgb
 from .pipeline import check_generation_size, decode_latents, encode_image_latents, sample_latents
 from .simulated_gpu.plan import add_plan_args, run_plan
+from .tiny.demo_models import build_demo_models, demo_trajectory, encode_demo_prompt, save_demo_models
 from .trajectory import load_official_txt, load_trajectory_file
 
 log = logging.getLogger("tora_model")
@@ -55,6 +57,8 @@ T5_SOURCE = (
 )
 EMBEDS_SOURCE = "write one with safetensors.torch.save_file({'prompt_embeds': t5_embeddings}, path), or encode with --t5 instead"
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+# subcommands that run a tiny Tora command: name -> its module under tora_model.tiny (whose main(argv) gets the rest)
+TINY_COMMANDS = {"train": "train", "evaluate": "evaluate", "calibrate-cache": "calibrate_cache"}
 
 
 @contextmanager
@@ -298,7 +302,7 @@ def run_demo(args: argparse.Namespace) -> None:
     check_generation_size(**size, warn=False)
     out: Path = args.out
     if args.weights == "trained":
-        from .demo_trained import run_trained_demo
+        from .tiny.demo_trained import run_trained_demo
 
         run_trained_demo(args, write_preview)
         return
@@ -427,6 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
         subparser.add_argument(
             "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="only warnings and errors"
         )
+    for name, module in TINY_COMMANDS.items():  # added after -q: every argument, --help too, is forwarded
+        summary = f"the tiny Tora's python -m tora_model.tiny.{module} (arguments and --help are its own)"
+        sub.add_parser(name, help=summary, add_help=False)
     return parser
 
 
@@ -435,8 +442,28 @@ def run_plan_command(args: argparse.Namespace) -> None:
     sys.stdout.write(run_plan(args) + "\n")
 
 
+def run_tiny_command(command: str, argv: list[str]) -> None:
+    """`python -m tora_model train …` runs `python -m tora_model.tiny.train …` (likewise evaluate, calibrate-cache)."""
+    module = importlib.import_module(f"{__package__}.tiny.{TINY_COMMANDS[command]}")
+    module.main(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command in TINY_COMMANDS:
+        if args.quiet:
+            parser.error(
+                f"-q has no effect on {args.command}: the tiny Tora's commands set their own logging"
+            )
+        try:  # before logging is configured here: the tiny commands configure their own
+            run_tiny_command(args.command, rest)
+        except ToraError as err:
+            log.error("%s", err)
+            return 2
+        return 0
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(message)s"
     )

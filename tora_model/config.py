@@ -185,7 +185,7 @@ PRESETS: dict[str, ToraConfig] = {
     "cogvideox_5b_i2v": ToraConfig(in_channels=32, has_learned_pos_embed=True),
     "tiny": _TINY,
     "tiny_i2v": _TINY.replace(in_channels=32, has_learned_pos_embed=True),
-    # The paper's spatial-temporal DiT at a CPU-trainable size (tora_model.st_dit; weights from tora_model.train):
+    # The paper's spatial-temporal DiT at a CPU-trainable size (tora_model.st_dit; weights from tora_model.tiny.train):
     # 4 spatial + 4 temporal blocks of width 128 (a 2×2 patch of [noisy, image] latents is 128 values: a narrower
     # width could not carry both, and a width-64 model did not even copy the start frame), I2V, a 16-wide null text
     # context, on the ×4 tiny VAE (96×64 pixels → 24×16 latents → 12×8 tokens per frame).

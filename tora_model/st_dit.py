@@ -4,7 +4,7 @@ Source: Tora paper §3 (OpenSora STDiT: spatial blocks — spatial self-attentio
 alternating with temporal blocks — temporal self-attention, MLP — each with adaLN conditioning on the timestep;
 the trajectory extractor gives one feature per block and the motion-guidance fuser modulates each block's
 attention input, `tora_spec.md` §3–§4). The released Tora is CogVideoX-based (`transformer.py`); this backbone was
-never released and is trained here from scratch (`tora_model.train`). It shares `PatchEmbed`, `TimestepEmbedding`,
+never released and is trained here from scratch (`tora_model.tiny.train`). It shares `PatchEmbed`, `TimestepEmbedding`,
 `TrajectoryExtractor`, `MotionGuidanceFuser` and the attention kernel with the CogVideoX path, and has the same call
 signature as `ToraTransformer`, so `pipeline.sample_latents` / `generate` and `motion_guidance` run it unchanged.
 

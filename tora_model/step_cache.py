@@ -50,7 +50,7 @@ class CacheFit:
         if not self.coefficients or not all(isinstance(c, (int, float)) for c in self.coefficients):
             raise ConfigError(
                 f"a step-cache fit needs a list of polynomial coefficients (numbers, highest degree first), got "
-                f"{self.coefficients!r}; recreate the file with `python -m tora_model.calibrate_cache`"
+                f"{self.coefficients!r}; recreate the file with `python -m tora_model generate … --cache-calibrate FILE`"
             )
 
     def rescale(self, distance: float) -> float:
@@ -70,13 +70,13 @@ class CacheFit:
         except (OSError, json.JSONDecodeError) as err:
             raise ConfigError(
                 f"cannot read the step-cache fit {path} ({err}); expected the JSON file that "
-                "`python -m tora_model.calibrate_cache` writes"
+                "`python -m tora_model generate … --cache-calibrate FILE` writes"
             ) from None
         if not isinstance(data, dict) or data.get("format") != FIT_FORMAT:
             found = data.get("format") if isinstance(data, dict) else type(data).__name__
             raise ConfigError(
                 f"{path} is not a step-cache fit: expected format {FIT_FORMAT!r}, found {found!r}; "
-                "recreate it with `python -m tora_model.calibrate_cache`"
+                "recreate it with `python -m tora_model generate … --cache-calibrate FILE`"
             )
         domain = tuple(data.get("probe_change_range", (0.0, float("inf"))))
         return cls(tuple(data.get("coefficients", ())), source=str(path), domain=domain)
@@ -95,7 +95,7 @@ def find_fit(weights_path: str | Path | None) -> CacheFit:
             return CacheFit.load(candidate)
     log.info(
         "step cache: no %s beside the transformer weights; using the raw probe change (calibrate with "
-        "`python -m tora_model.calibrate_cache`, see README)",
+        "`python -m tora_model generate … --cache-calibrate FILE`, see README)",
         FIT_FILE,
     )
     return CacheFit()

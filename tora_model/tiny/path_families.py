@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 FAMILIES = ("curves", "wiggles", "timed", "fast", "holds", "border")
 MAX_SPEED = 14.0  # px per frame at 96×64

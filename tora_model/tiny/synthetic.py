@@ -19,10 +19,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .flow import flow_to_rgb, render_flow
+from ..flow import flow_to_rgb, render_flow
+from ..resample import resample
+from ..trajectory import Track, Trajectory
 from .path_families import check_families, crossing, family_positions
-from .resample import resample
-from .trajectory import Track, Trajectory
 
 WIDTH, HEIGHT, FRAMES = 96, 64, 17
 # Saturated, pairwise distinct in chroma direction (cosine between any two chroma vectors <= 0.5).

@@ -1,6 +1,6 @@
-"""Measured trajectory control of the tiny Tora, by path family: `python -m tora_model.evaluate`.
+"""Measured trajectory control of the tiny Tora, by path family: `python -m tora_model.tiny.evaluate`.
 
-Source: issue 7 ("Measured control"), issue 12 (by path family). Held-out clips come from `tora_model.synthetic`
+Source: issue 7 ("Measured control"), issue 12 (by path family). Held-out clips come from `tora_model.tiny.synthetic`
 with seeds the training never used: one row per family of `path_families` with one object, and a row of 2–3
 crossing objects over all families. Each clip is generated from its first frame and its trajectory (in the
 trajectory's own timing: drawn curves smooth, per-frame paths per point) through the real pipeline
@@ -27,15 +27,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoints import load_transformer
-from .errors import CheckpointError
-from .motion_guidance import motion_from_trajectory
+from ..checkpoints import load_transformer
+from ..errors import CheckpointError
+from ..motion_guidance import motion_from_trajectory
+from ..pipeline import decode_latents, generate
+from ..vae import SCALE
+from ..vae_loading import load_vae
 from .path_families import FAMILIES, check_families
-from .pipeline import decode_latents, generate
 from .synthetic import FRAMES, HEIGHT, WIDTH, Clip, make_clips, track_colours
 from .train import DEFAULT_OUT, clip_pixels
-from .vae import SCALE
-from .vae_loading import load_vae
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def load_tiny_tora(folder: Path = DEFAULT_OUT):
         raise CheckpointError(
             f"{folder} has no {' or '.join(missing)}: the trained tiny Tora ships with the repository (a pip-installed "
             "tora_model does not include it); run from a clone, pass --models FOLDER, or retrain it with "
-            "`python -m tora_model.train all --seed 0`"
+            "`python -m tora_model.tiny.train all --seed 0`"
         )
     return load_transformer(transformer_path), load_vae(vae_path)
 
@@ -271,9 +271,9 @@ def format_table(results: dict[str, Errors]) -> str:
 
 FIGURES = """figures in the README files and the commands behind them (held-out seeds; 20 steps):
   models/tiny_tora/README.md, control by path family:
-      python -m tora_model.evaluate
+      python -m tora_model.tiny.evaluate
   models/tiny_tora/README.md, the original eased curves (16 clips, one object):
-      python -m tora_model.evaluate --families curves --objects 1 --clips 16
+      python -m tora_model.tiny.evaluate --families curves --objects 1 --clips 16
   README.md Demo, the demo's error and lost frames: python -m tora_model demo (its log line)
   CI bounds: tests/test_trained_tiny.py, tests/test_tiny_workflow.py (their comments give the measured values)
 """
@@ -281,7 +281,7 @@ FIGURES = """figures in the README files and the commands behind them (held-out 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m tora_model.evaluate",
+        prog="python -m tora_model.tiny.evaluate",
         description=__doc__.split("\n")[0],
         epilog=FIGURES,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -1,6 +1,6 @@
 """`python -m tora_model demo` with the shipped tiny Tora: a preset path drawn over a generated first frame.
 
-Source: issue 7 ("Where it shows"). The first frame is made by `tora_model.synthetic` (textured background, one red
+Source: issue 7 ("Where it shows"). The first frame is made by `tora_model.tiny.synthetic` (textured background, one red
 disc at the path's start); the path goes through the real trajectory path (`motion_from_trajectory`: resample →
 Gaussian-spread flow → flow colours → VAE → extractor) and the real pipeline (`pipeline.generate`, I2V). Outputs in
 `--out`: `video` (the generated clip), `flow` (the flow video the model saw) and `side_by_side` (generated | generated
@@ -20,13 +20,13 @@ import cv2
 import numpy as np
 import torch
 
-from .errors import ConfigError
+from ..errors import ConfigError
+from ..motion_guidance import motion_from_trajectory
+from ..pipeline import generate
+from ..resample import resample
+from ..trajectory import Track, Trajectory
 from .evaluate import load_tiny_tora
-from .motion_guidance import motion_from_trajectory
-from .pipeline import generate
-from .resample import resample
 from .synthetic import FRAMES, HEIGHT, PALETTE, WIDTH, background, render, track_colours
-from .trajectory import Track, Trajectory
 
 log = logging.getLogger("tora_model")
 

@@ -1,4 +1,4 @@
-"""Train the tiny Tora on synthetic clips: `python -m tora_model.train vae|decoder|denoiser|all --seed 0`.
+"""Train the tiny Tora on synthetic clips: `python -m tora_model.tiny.train vae|decoder|denoiser|all --seed 0`.
 
 Source: issue 7; Tora paper §4 (training: the trajectory extractor, fusers and DiT learn from flow videos encoded by
 the ordinary VAE, image-to-video conditioning by the first frame); CogVideoX recipe for the denoiser (v-prediction,
@@ -35,18 +35,18 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from .config import ToraConfig
-from .flow import flow_video_to_vae_input
+from ..config import ToraConfig
+from ..flow import flow_video_to_vae_input
+from ..schedule import full_sqrt_alphas_cumprod
+from ..st_dit import STDiTTransformer, load_st_transformer, save_st_transformer
+from ..vae import SCALE, CogVideoXVAE, DiagonalGaussian, VAEConfig, chunk_bounds
+from ..vae_loading import load_vae, save_vae
 from .path_families import check_families
-from .schedule import full_sqrt_alphas_cumprod
-from .st_dit import STDiTTransformer, load_st_transformer, save_st_transformer
 from .synthetic import make_clips
-from .vae import SCALE, CogVideoXVAE, DiagonalGaussian, VAEConfig, chunk_bounds
-from .vae_loading import load_vae, save_vae
 
 log = logging.getLogger(__name__)
 
-DEFAULT_OUT = Path(__file__).resolve().parents[1] / "models" / "tiny_tora"
+DEFAULT_OUT = Path(__file__).resolve().parents[2] / "models" / "tiny_tora"
 # ×4 in space (not CogVideoX's ×8): at 96×64 a ×8 latent cell is as large as the objects, and a VAE this small then
 # loses them in generated frames (measured with the ×8 config of the first release: 12.6 px mean error).
 VAE_CONFIG = VAEConfig(channels=16, channel_mult=(1, 1, 2), layers_per_block=1, norm_groups=4)
@@ -353,7 +353,9 @@ DECODER_SEED_OFFSET = 3
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tora_model.train", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tora_model.tiny.train", description=__doc__.split("\n")[0]
+    )
     parser.add_argument(
         "stage",
         choices=("vae", "decoder", "denoiser", "all"),
@@ -381,7 +383,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--families",
         default="curves",
-        help="path families of the training clips, comma-separated or all (tora_model.path_families; 1–3 objects "
+        help="path families of the training clips, comma-separated or all (tora_model.tiny.path_families; 1–3 objects "
         "per clip, crossing when the list has more than curves); default curves, the original clips",
     )
     args = parser.parse_args(argv)

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import torch
 
-from .config import ToraConfig
-from .trajectory import Track, Trajectory
-from .transformer import build_transformer
-from .vae import CogVideoXVAE, VAEConfig
-from .vae_loading import save_vae
+from ..config import ToraConfig
+from ..trajectory import Track, Trajectory
+from ..transformer import build_transformer
+from ..vae import CogVideoXVAE, VAEConfig
+from ..vae_loading import save_vae
 
 log = logging.getLogger("tora_model")
 
@@ -73,7 +73,7 @@ def write_demo_t5(folder: Path, text_dim: int, seed: int) -> Path:
     from transformers import T5EncoderModel, T5Tokenizer
     from transformers.utils import logging as transformers_logging
 
-    from .text import tiny_t5_config
+    from ..text import tiny_t5_config
 
     transformers_logging.disable_progress_bar()  # a CLI process: bars for a 20 kB model are only noise
     words = sorted(set(DEMO_PROMPT.split()))
@@ -88,7 +88,7 @@ def write_demo_t5(folder: Path, text_dim: int, seed: int) -> Path:
 
 def encode_demo_prompt(config: ToraConfig, folder: Path, seed: int) -> torch.Tensor:
     """DEMO_PROMPT → [1, max_text_len, text_dim] through the real text path (T5TextEncoder) with a tiny random T5."""
-    from .text import T5TextEncoder, encode_prompt
+    from ..text import T5TextEncoder, encode_prompt
 
     encoder = T5TextEncoder.load(
         write_demo_t5(folder, config.text_dim, seed), dtype=torch.float32, max_length=config.max_text_len
