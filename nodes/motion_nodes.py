@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..tora_model.errors import ConfigError
+from ..tora_model.generation_setup import check_generation_size
 from ..tora_model.memory_estimate import extractor_bytes, flow_encode_bytes
 from ..tora_model.motion_guidance import (
     FLOW_ENCODINGS,
@@ -25,7 +26,6 @@ from ..tora_model.motion_guidance import (
     guidance_from_latents,
     trajectory_flow_rgb,
 )
-from ..tora_model.pipeline import check_generation_size
 from ..tora_model.tracks import trajectory_from_tracks
 from ..tora_model.vae import Tiling
 from . import comfy_glue, drawing, runtime

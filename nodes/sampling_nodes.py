@@ -13,14 +13,9 @@ import torch
 from einops import rearrange
 
 from ..tora_model.errors import ConfigError, GenerationInterrupted
+from ..tora_model.generation_setup import check_generation_size, check_vae_pairing
 from ..tora_model.memory_estimate import flow_encode_bytes, sampler_step_bytes, vae_decode_bytes
-from ..tora_model.pipeline import (
-    check_generation_size,
-    check_vae_pairing,
-    decode_latents,
-    encode_image_latents,
-    sample_latents,
-)
+from ..tora_model.pipeline import decode_latents, encode_image_latents, sample_latents
 from ..tora_model.speed import SpeedOptions
 from ..tora_model.step_cache import find_fit
 from ..tora_model.vae import Tiling

@@ -17,15 +17,9 @@ from torch import nn
 
 from tora_model.config import ToraConfig
 from tora_model.errors import ConfigError, GenerationInterrupted
+from tora_model.generation_setup import check_generation_size, placement
 from tora_model.motion_guidance import motion_from_trajectory
-from tora_model.pipeline import (
-    check_generation_size,
-    decode_latents,
-    encode_image_latents,
-    generate,
-    placement,
-    sample_latents,
-)
+from tora_model.pipeline import decode_latents, encode_image_latents, generate, sample_latents
 from tora_model.schedule import make_schedule
 from tora_model.tiny.demo_models import build_demo_models, demo_trajectory
 from tora_model.transformer import build_transformer
@@ -101,7 +95,7 @@ def test_generation_size_rules(caplog):
         check_generation_size(720, 480, 13)  # 4k+1, but 4 latent frames would decode to 16 frames
     with pytest.raises(ConfigError, match=r"got 1 \(nearest valid: 9\)"):
         check_generation_size(720, 480, 1)
-    with caplog.at_level(logging.WARNING, logger="tora_model.pipeline"):
+    with caplog.at_level(logging.WARNING, logger="tora_model.generation_setup"):
         check_generation_size(720, 480, 49)
         assert not caplog.records
         check_generation_size(480, 480, 49)
@@ -110,7 +104,7 @@ def test_generation_size_rules(caplog):
     assert ToraConfig.preset("cogvideox_5b_t2v").trained_size == (720, 480)
     assert ToraConfig.preset("tiny_st").trained_size == (96, 64)
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="tora_model.pipeline"):
+    with caplog.at_level(logging.WARNING, logger="tora_model.generation_setup"):
         check_generation_size(96, 64, 17, trained_size=(96, 64))
         assert not caplog.records
         check_generation_size(720, 480, 49, trained_size=(96, 64))

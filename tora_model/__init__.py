@@ -8,14 +8,9 @@ from .checkpoints import load_transformer
 from .config import ToraConfig
 from .errors import CheckpointError, ConfigError, GenerationInterrupted, ToraError, TrajectoryFormatError
 from .flow import flow_to_rgb, flow_video_to_vae_input, render_flow
+from .generation_setup import check_generation_size
 from .motion_guidance import MotionGuidance, encode_flow_video, motion_from_flow, motion_from_trajectory
-from .pipeline import (
-    check_generation_size,
-    decode_latents,
-    encode_image_latents,
-    generate,
-    sample_latents,
-)
+from .pipeline import decode_latents, encode_image_latents, generate, sample_latents
 from .resample import canvas_positions
 from .sampling import StepInfo, sample
 from .schedule import make_schedule

@@ -35,8 +35,9 @@ from .cli_args import Parser, check_device, finite_float, fraction, non_negative
 from .cli_output import check_video_writer, to_uint8, write_outputs, write_preview
 from .cli_speed import add_speed_args, finish_speed, speed_from_args
 from .errors import CheckpointError, ConfigError, ToraError, TrajectoryFormatError
+from .generation_setup import check_generation_size
 from .motion_guidance import motion_from_flow, motion_from_trajectory, trajectory_flow_rgb
-from .pipeline import check_generation_size, decode_latents, encode_image_latents, sample_latents
+from .pipeline import decode_latents, encode_image_latents, sample_latents
 from .simulated_gpu.plan import add_plan_args, run_plan
 from .tiny.demo_models import build_demo_models, demo_trajectory, encode_demo_prompt, save_demo_models
 from .trajectory import load_official_txt, load_trajectory_file

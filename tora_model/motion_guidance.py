@@ -32,7 +32,7 @@ from einops import rearrange
 
 from .errors import ConfigError
 from .flow import flow_to_rgb, flow_video_to_vae_input, render_flow
-from .pipeline import check_generation_size, check_vae_pairing, placement, vae_tiling
+from .generation_setup import check_generation_size, check_vae_pairing, placement, vae_tiling
 from .resample import resample
 from .vae import SCALE
 

@@ -24,9 +24,10 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from .errors import ConfigError
+from .generation_setup import check_generation_size, check_vae_pairing, placement, vae_tiling
 from .sampling import ModelFn, ProgressFn, StepInfo, sample
 from .speed import NetworkRunner, SpeedOptions
-from .vae import SCALE, Tiling
+from .vae import SCALE
 
 if TYPE_CHECKING:
     from .motion_guidance import MotionGuidance
@@ -34,69 +35,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LATENT_CHANNELS = 16
-SPATIAL_MULTIPLE = 16  # VAE ×8 then 2×2 patches
-FRAME_STEP = 8  # pixel frames 8k + 1 ⇔ an odd number of latent frames (spec §1.5: 9, 11 or 13 latents)
-TRAINED_SIZE = (720, 480)  # width, height of the released weights (spec §1.5)
-
-
-def placement(module: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
-    """(device, compute dtype) of a model: its `dtype` property when it has one (the transformer's compute dtype,
-    also with fp8-stored block weights), else its first parameter's; the device is the first parameter's."""
-    param = next(module.parameters())
-    dtype = getattr(module, "dtype", None)
-    return param.device, dtype if isinstance(dtype, torch.dtype) else param.dtype
 
 
 def latent_frames(num_frames: int) -> int:
     """Latent frames T of a 4k+1 pixel-frame video (causal VAE: frame 0 alone, then groups of 4)."""
     return (num_frames - 1) // 4 + 1
-
-
-def check_generation_size(
-    width: int,
-    height: int,
-    num_frames: int,
-    *,
-    warn: bool = True,
-    trained_size: tuple[int, int] = TRAINED_SIZE,
-) -> None:
-    """Raise ConfigError unless width/height are multiples of 16 and num_frames = 8k + 1; warn off the trained size
-    (`ToraConfig.trained_size` of the model in use; the released weights' 720×480 by default)."""
-    problems = []
-    for name, value in (("width", width), ("height", height)):
-        if value < SPATIAL_MULTIPLE or value % SPATIAL_MULTIPLE:
-            lower = max(SPATIAL_MULTIPLE, value // SPATIAL_MULTIPLE * SPATIAL_MULTIPLE)
-            problems.append(
-                f"{name} must be a positive multiple of {SPATIAL_MULTIPLE}, got {value} "
-                f"(nearest valid: {lower} or {lower + SPATIAL_MULTIPLE})"
-            )
-    if num_frames < FRAME_STEP + 1 or (num_frames - 1) % FRAME_STEP:
-        lower = max(FRAME_STEP + 1, (num_frames - 1) // FRAME_STEP * FRAME_STEP + 1)
-        nearest = f"{lower} or {lower + FRAME_STEP}" if lower < num_frames else str(lower)
-        problems.append(
-            f"num_frames must be 8k+1 (9, 17, 25, 33, 41, 49), got {num_frames} (nearest valid: {nearest}). That is "
-            "4k+1 with an odd latent frame count T = (num_frames - 1) / 4 + 1: the CogVideoX VAE decodes an even T "
-            "into 4·T frames instead of 4·T - 3 (the official demo allows 9, 11 or 13 latent frames)"
-        )
-    if problems:
-        raise ConfigError("; ".join(problems))
-    if warn and (width, height) != tuple(trained_size):
-        log.warning(
-            "generation size %dx%d: these Tora weights were trained only at %dx%d; other sizes may degrade",
-            width,
-            height,
-            *trained_size,
-        )
-
-
-def check_vae_pairing(model, vae) -> None:
-    """Raise ConfigError unless the VAE makes the latent grid the transformer was trained on."""
-    expected, got = model.config.vae_spatial_compression, vae.config.spatial_compression
-    if expected != got:
-        raise ConfigError(
-            f"this transformer denoises latents of a ×{expected} VAE but the VAE given compresses ×{got}; "
-            "load the VAE that was released (or trained) with these transformer weights"
-        )
 
 
 def _image_tensor(image: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -135,20 +78,6 @@ def encode_image_latents(
     latents = rearrange(latents.float(), "b c t h w -> b t c h w")  # [1, 1, 16, h, w]
     padding = latents.new_zeros(1, latent_frames(num_frames) - 1, *latents.shape[2:])
     return torch.cat([latents, padding], dim=1)  # [1, T, 16, h, w]
-
-
-def vae_tiling(vae, tiling: bool | str, latent_hw: tuple[int, int]) -> Tiling | None:
-    """Resolve `tiling`: True/False, or "auto" = tile only on a CUDA device when the frame exceeds one tile.
-
-    Untiled is exact (the official numerics); tiling bounds GPU memory at full resolution (spec §9.8).
-    """
-    if tiling == "auto":
-        tile = Tiling()
-        large = latent_hw[0] > tile.height or latent_hw[1] > tile.width
-        return tile if large and next(vae.parameters()).device.type == "cuda" else None
-    if isinstance(tiling, bool):
-        return Tiling() if tiling else None
-    raise ConfigError(f'tiling must be True, False or "auto", got {tiling!r}')
 
 
 def decode_latents(vae, latents: torch.Tensor, *, tiling: bool | str = "auto") -> torch.Tensor:
