@@ -21,7 +21,7 @@ is the way to fit a small card); under `--highvram` / `--gpu-only` ComfyUI keeps
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -40,24 +40,17 @@ log = logging.getLogger(__name__)
 class Plan:
     """What one node run puts on the device.
 
-    whole: (module, patcher) pairs loaded whole; resident: (transformer, swapped blocks) with block swap; parts:
-    submodules moved alone (the trajectory extractor); memory_required / minimum_memory_required: activation bytes.
+    whole: (module, patcher) pairs loaded whole; resident: (transformer, its block-swap handle) with block swap;
+    parts: submodules moved alone (the trajectory extractor); memory_required / minimum_memory_required: activation
+    bytes.
     """
 
     device: torch.device
     whole: list[tuple[torch.nn.Module, object]] = field(default_factory=list)
-    resident: tuple[torch.nn.Module, Sequence[torch.nn.Module]] | None = None
+    resident: tuple[torch.nn.Module, BlockSwap] | None = None
     parts: list[torch.nn.Module] = field(default_factory=list)
     memory_required: int = 0
     minimum_memory_required: int | None = None
-
-
-def swapped_blocks(model: ToraModel) -> Sequence[torch.nn.Module]:
-    """The block-swap handle (a sequence of the swapped blocks), or the last `swapped_blocks` blocks."""
-    if model.block_swap is not None:
-        return model.block_swap
-    blocks = list(model.transformer.transformer_blocks)
-    return blocks[len(blocks) - model.swapped_blocks :] if model.swapped_blocks else []
 
 
 def model_device(model: ToraModel) -> torch.device:
@@ -67,9 +60,8 @@ def model_device(model: ToraModel) -> torch.device:
 
 def transformer_plan(model: ToraModel, memory_required: int, minimum: int | None = None) -> Plan:
     plan = Plan(model_device(model), memory_required=memory_required, minimum_memory_required=minimum)
-    swapped = swapped_blocks(model)
-    if swapped:
-        plan.resident = (model.transformer, swapped)
+    if model.block_swap is not None:
+        plan.resident = (model.transformer, model.block_swap)
     else:
         plan.whole.append((model.transformer, model.patcher))
     return plan
@@ -124,9 +116,9 @@ def _enter(plan: Plan, undo: list[Callable[[], None]], loaded: list[object]) -> 
     else:
         comfy_glue.make_room(wanted, plan.device)
     if plan.resident is not None:
-        transformer, swapped = plan.resident
-        undo.append(lambda: _park_resident(transformer, swapped))
-        offload.move_resident(transformer, swapped, plan.device)
+        transformer, swap = plan.resident
+        undo.append(lambda: _park_resident(transformer, swap))
+        offload.move_resident(transformer, swap, plan.device)
     for module in [*ours, *plan.parts]:
         before = comfy_glue.weights_device(module)
         if before != plan.device:
@@ -135,15 +127,11 @@ def _enter(plan: Plan, undo: list[Callable[[], None]], loaded: list[object]) -> 
     _check_placement(plan, flag)
 
 
-def _park_resident(transformer: torch.nn.Module, swapped: Sequence[torch.nn.Module]) -> None:
+def _park_resident(transformer: torch.nn.Module, swap: BlockSwap) -> None:
     """Resident part back on the host, and no swapped block's copy left on the device: the handle drops any copy an
-    interrupted forward left (its blocks point at their host masters again); bare blocks are moved back."""
-    offload.move_resident(transformer, list(swapped), comfy_glue.HOST)
-    if isinstance(swapped, BlockSwap):
-        swapped.release()
-        return
-    for block in swapped:
-        move(block, comfy_glue.HOST)
+    interrupted forward left (its blocks point at their host masters again)."""
+    offload.move_resident(transformer, swap, comfy_glue.HOST)
+    swap.release()
 
 
 def _check_placement(plan: Plan, flag: str | None) -> None:

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..tora_model.block_swap import BlockSwap
+from ..tora_model.errors import ConfigError
 
 PRECISIONS = {
     "bf16": torch.bfloat16,
@@ -34,7 +35,8 @@ class ToraModel:
     compute_dtype: dtype activations run in (bf16 for fp8 storage); storage: the precision name chosen.
     swapped_blocks: transformer blocks that stay in CPU memory and visit the GPU (at most two at a time).
     device: the compute device chosen at load time (block swap's hooks target it); None = ComfyUI's current one.
-    block_swap: the block-swap handle (`tora_model.block_swap.BlockSwap`) when swapped_blocks > 0: the node layer
+    block_swap: the block-swap handle (`tora_model.block_swap.BlockSwap`) of exactly the swapped blocks when
+    swapped_blocks > 0, else None (checked on construction): the node layer moves the resident part around it and
     calls its `release()` after every run, which drops any block copy an interrupted forward left on the device.
     """
 
@@ -47,6 +49,19 @@ class ToraModel:
     source: str
     device: torch.device | None = None
     block_swap: BlockSwap | None = None
+
+    def __post_init__(self) -> None:
+        """The handle is the one record of which blocks are swapped: the node layer moves and releases them through
+        it only, so a model whose `swapped_blocks` and handle disagree would leave blocks unmanaged."""
+        handled = 0 if self.block_swap is None else len(self.block_swap)
+        if handled != self.swapped_blocks or (self.block_swap is not None and not handled):
+            raise ConfigError(
+                f"expected a block-swap handle of {self.swapped_blocks} blocks for swapped_blocks="
+                f"{self.swapped_blocks} (none when 0), got "
+                + ("none" if self.block_swap is None else f"one of {handled} blocks")
+                + "; build it with tora_model.offload.enable_block_swap on the transformer's blocks, as Load Tora "
+                "Model does, and pass block_swap=None when no block is swapped"
+            )
 
     @property
     def config(self):

@@ -3,8 +3,10 @@
 There is no GPU here, so the device is the meta device and the moves are followed, not made: `runtime.move`,
 `offload.move_resident` and a fake ComfyUI memory manager (a loaded-model list, `load_models`, `unload`) record
 where each module would be. The checks can therefore fail on the CPU: a model left "on meta" or left in the fake
-loaded list after the node raised is exactly the stranding the issue describes. The estimates handed to ComfyUI are
-checked too (finding 2): every load asks for the node's activation bytes beside the weights.
+loaded list after the node raised is exactly the stranding the issue describes. Swapped blocks are the exception:
+the real block-swap handle, built as Load Tora Model builds it, moves them itself (to meta copies, which exist on
+the CPU), so their tensors' real devices are checked. The estimates handed to ComfyUI are checked too (finding 2):
+every load asks for the node's activation bytes beside the weights.
 """
 
 from __future__ import annotations
@@ -23,6 +25,11 @@ W, H, F = 96, 64, 9
 
 class Boom(RuntimeError):
     """Stands for an out-of-memory error or a Cancel inside a node."""
+
+
+class Interrupt(BaseException):
+    """Stands for a KeyboardInterrupt: nn.Module runs no `always_call` post-hook for it, so a swapped block that it
+    stops keeps its copy on the device until someone releases it."""
 
 
 class FakeComfy:
@@ -88,14 +95,31 @@ def comfy(pack, monkeypatch):
 
 
 def models(pack, managed: bool, swap: int = 0):
+    """The tiny model and VAE as Load Tora Model hands them on; with `swap` > 0 the last `swap` blocks get the
+    loader's block-swap handle (compute device DEVICE, masters in HOST memory) and the transformer no patcher."""
     types, tm = pack.nodes.types, pack.tora_model
     transformer = tm.transformer.build_transformer(tm.config.ToraConfig.preset("tiny"))
     vae = tm.vae.CogVideoXVAE(tm.vae.VAEConfig.preset("tiny"))
     patch = (lambda m: FakePatcher(m)) if managed else (lambda m: None)
-    model = types.ToraModel(
-        transformer, None if swap else patch(transformer), torch.float32, "fp32", "sdpa", swap, "tiny", DEVICE
+    handle = (
+        tm.offload.enable_block_swap(transformer.transformer_blocks, swap, DEVICE, HOST) if swap else None
     )
+    patcher = None if swap else patch(transformer)
+    model = types.ToraModel(transformer, patcher, torch.float32, "fp32", "sdpa", swap, "tiny", DEVICE, handle)
     return model, types.ToraVAE(vae, patch(vae), torch.float32, "tiny")
+
+
+def test_a_swapped_model_needs_its_block_swap_handle(pack):
+    """The handle is the one record of the swapped blocks: a count without one (or a mismatched one) is refused."""
+    types, refused = pack.nodes.types, pack.tora_model.errors.ConfigError
+    model, _ = models(pack, managed=False, swap=2)
+    fields = (model.transformer, None, torch.float32, "fp32", "sdpa")
+    with pytest.raises(refused, match="handle of 2 blocks .* got none; build it with"):
+        types.ToraModel(*fields, 2, "tiny", DEVICE, None)
+    with pytest.raises(refused, match="handle of 1 blocks .* got one of 2 blocks"):
+        types.ToraModel(*fields, 1, "tiny", DEVICE, model.block_swap)
+    with pytest.raises(refused, match="handle of 0 blocks .* got one of 2 blocks"):
+        types.ToraModel(*fields, 0, "tiny", DEVICE, model.block_swap)
 
 
 def nothing_of_ours_on_the_device(comfy: FakeComfy, model, vae) -> None:
@@ -103,6 +127,11 @@ def nothing_of_ours_on_the_device(comfy: FakeComfy, model, vae) -> None:
     modules = [model.transformer, model.transformer.traj_extractor, vae.vae, *blocks]
     assert [comfy.device_of(m) for m in modules] == [HOST] * len(modules)
     assert comfy.loaded == []
+    # every other move is only followed, so any real tensor off the host was put there by the block-swap handle
+    tensors = [t for m in (model.transformer, vae.vae) for t in [*m.parameters(), *m.buffers()]]
+    assert {t.device for t in tensors} == {HOST}
+    if model.block_swap is not None:
+        assert model.block_swap.stats.on_device_bytes == 0
 
 
 def conditioning(model):
@@ -158,18 +187,25 @@ def test_sampler_and_decode_release_everything_after_an_error(pack, comfy, monke
     nothing_of_ours_on_the_device(comfy, model, vae)
 
 
-def test_block_swap_parks_the_resident_part_and_a_stranded_block(pack, comfy, monkeypatch):
-    """A swapped block whose forward raised is still on the device (its post-hook never ran): it is sent back."""
+@pytest.mark.parametrize("error", [Boom, Interrupt], ids=["error", "interrupt_skips_post_hook"])
+def test_block_swap_parks_the_resident_part_and_a_stranded_block(pack, comfy, monkeypatch, error):
+    """A swapped block's forward raises after its pre-hook copied it over. After an ordinary error its post-hook drops
+    the copy; an interrupt skips the post-hook, so the copy is stranded on the device until the node releases it."""
     model, vae = models(pack, managed=True, swap=1)
     last = model.transformer.transformer_blocks[-1]
 
+    def raising_forward(*args, **kwargs):
+        assert {p.device for p in last.parameters()} == {DEVICE}  # the pre-hook brought it over
+        assert model.block_swap.stats.on_device_bytes > 0
+        raise error("stopped inside a swapped block")
+
     def fail_inside_the_swapped_block(*args, **kwargs):
         assert comfy.device_of(model.transformer) == DEVICE  # the resident part was moved
-        comfy.place(last, DEVICE)  # the pre-hook brought it over, then its forward raised
-        raise Boom("out of memory inside a swapped block")
+        last()
 
+    monkeypatch.setattr(last, "forward", raising_forward)
     monkeypatch.setattr(pack.nodes.sampling_nodes, "sample_latents", fail_inside_the_swapped_block)
-    with pytest.raises(Boom):
+    with pytest.raises(error):
         run_sampler(pack, model)
     nothing_of_ours_on_the_device(comfy, model, vae)
 
