@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -92,6 +93,13 @@ def _truncated_zip(path: Path) -> Path:
     return _write(path, path.read_bytes()[:200])
 
 
+def _vae_config(files: dict, folder: Path, config: bytes) -> Path:
+    """A copy of the tiny VAE folder whose config.json holds `config`."""
+    shutil.copytree(files["vae"], folder)
+    _write(folder / "config.json", config)
+    return folder
+
+
 def _trajectory(path: Path, **changes) -> Path:
     data = demo_trajectory().to_json()
     for key, value in changes.items():
@@ -143,6 +151,7 @@ CASES: list[tuple[str, Case, str, bool]] = [
     ("vae-lfs-pointer", lambda f, t: _generate(f, t, vae=_lfs_pointer(t / "3d-vae.pt")), r"--vae: .*3d-vae\.pt is not a model checkpoint.*Git LFS pointer.*git lfs pull", NOT_LOADED),
     ("vae-truncated", lambda f, t: _generate(f, t, vae=_truncated_safetensors(t / "vae.safetensors")), r"--vae: .*vae\.safetensors is not a readable safetensors file: truncated", NOT_LOADED),
     ("vae-pickle", lambda f, t: _generate(f, t, vae=_evil_pickle(t / "3d-vae.pt")), r"--vae: .*3d-vae\.pt contains pickled Python objects other than tensors \(found \w+\.getcwd\)", False),
+    ("vae-config-not-json", lambda f, t: _generate(f, t, vae=_vae_config(f, t / "vae", b'{"in_channels": 3,')), r"--vae: .*vae/config\.json is not valid JSON \(Expecting property name enclosed in double quotes at line 1, column 19\): expected the diffusers AutoencoderKLCogVideoX config, a JSON object\. Re-download config\.json", False),
     ("demo-fps-zero", lambda f, t: ["demo", "--out", str(t / "out"), "--fps", "0"], r"argument --fps: expected a whole number of at least 1, got '0'", NOT_LOADED),
     ("demo-models-missing", lambda f, t: ["demo", "--out", str(t / "out"), "--models", str(t / "nowhere")], r"--models .*nowhere: no such folder; expected the trained tiny Tora's folder .* check the path", NOT_LOADED),
     ("demo-cfg-unused", lambda f, t: ["demo", "--out", str(t / "out"), "--cfg", "3"], r"--cfg 3\.0: the trained tiny Tora has no text conditioning.*leave --cfg out", NOT_LOADED),

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import re
 
 import pytest
 import torch
@@ -135,6 +136,71 @@ def test_bad_sources_raise_checkpoint_errors(tiny, tmp_path):
         load_vae(path, config=VAEConfig.preset("tiny"))
     with pytest.raises(CheckpointError, match="not a CogVideoX VAE"):
         load_vae({"weight": torch.zeros(1)})
+
+
+TINY_CONFIG = (
+    '{\n  "block_out_channels": [8, 8, 16, 16],\n  "layers_per_block": 1,\n  "norm_num_groups": 4\n}\n'
+)
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        (
+            TINY_CONFIG[: TINY_CONFIG.index('  "norm')],  # a download cut off after line 3
+            r"config\.json is not valid JSON \(Expecting property name enclosed in double quotes at line 4, "
+            r"column 1\): expected the diffusers AutoencoderKLCogVideoX config, a JSON object\.",
+        ),
+        (
+            "<!DOCTYPE html>\n<title>404</title>\n",  # an error page saved under the file's name
+            r"config\.json is not valid JSON \(Expecting value at line 1, column 1\)",
+        ),
+        (b'{"_class_name": "\xff"}', r"config\.json is not a text file: expected the diffusers"),
+        (
+            "[16, 16, 32]",
+            r"config\.json holds a JSON array \(list\): expected the diffusers .* a JSON object\.",
+        ),
+        (
+            '{"block_out_channels": "8,8,16,16", "layers_per_block": "1", "norm_num_groups": true, "norm_eps": -1}',
+            r"config\.json is not a CogVideoX VAE config: block_out_channels must be a non-empty list of whole "
+            r"numbers >= 1, each a multiple of the first, got '8,8,16,16'; layers_per_block must be a whole number "
+            r">= 1, got '1'; norm_num_groups must be a whole number >= 1, got True; norm_eps must be a positive "
+            r"number, got -1\.",
+        ),
+        (
+            '{"block_out_channels": [8, 12, 16, 16], "layers_per_block": 1, "norm_num_groups": 4}',
+            r"block_out_channels must be .* each a multiple of the first, got \[8, 12, 16, 16\]\.",
+        ),
+        (
+            TINY_CONFIG.replace(',\n  "norm_num_groups": 4', ""),  # the key the tiny VAE cannot do without
+            r"config\.json describes no CogVideoX VAE: every level width must be divisible by norm_groups=32, "
+            r"not \[8, 8, 16, 16\] \(entries it lacks take diffusers' CogVideoX-5B defaults: in_channels=3, "
+            r"out_channels=3, latent_channels=16, norm_num_groups=32, norm_eps=1e-06, temporal_compression_ratio=4\)\.",
+        ),
+    ],
+    ids=["cut_off", "html_page", "not_utf8", "json_list", "wrong_types", "odd_widths", "missing_key"],
+)
+def test_a_broken_vae_config_json_names_the_file_and_how_to_fix_it(tiny, tmp_path, config, expected):
+    """A diffusers VAE folder whose config.json is not a CogVideoX VAE config gets a CheckpointError that names the
+    file, what was expected and what arrived, and says where to get the file again: no JSONDecodeError, KeyError or
+    ZeroDivisionError from deeper down."""
+    folder = tmp_path / "Tora_T2V_diffusers" / "vae"
+    folder.mkdir(parents=True)
+    save_file(tiny[0], folder / "diffusion_pytorch_model.safetensors")
+    (folder / "config.json").write_bytes(config if isinstance(config, bytes) else config.encode())
+    for source in (folder, folder.parent):
+        with pytest.raises(CheckpointError) as error:
+            load_vae(source)
+        message = str(error.value)
+        assert message.startswith(f"{folder / 'config.json'} "), message
+        assert re.search(expected, message), message
+        assert message.endswith(
+            "Re-download config.json from the page the VAE folder came from (Tora: Hugging Face "
+            "'Alibaba-Research-Intelligence-Computing/Tora_T2V_diffusers', vae/config.json); a diffusers VAE folder "
+            "holds config.json beside diffusion_pytorch_model.safetensors (README, Model files)."
+        )
+    (folder / "config.json").write_text(TINY_CONFIG)  # only the config was broken
+    assert _decodes_like(load_vae(folder.parent), tiny)
 
 
 def test_legacy_non_zip_pt_loads_read_whole(tiny, tmp_path):

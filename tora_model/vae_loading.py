@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -94,8 +95,9 @@ def to_canonical(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return {k: v for k, v in renamed if k is not None}
 
 
-def read_vae_state_dict(path: Path) -> tuple[dict[str, Tensor], dict | None, str]:
-    """(raw state dict, diffusers config or None, format description) of a file or folder."""
+def read_vae_state_dict(path: Path) -> tuple[dict[str, Tensor], VAEConfig | None, str]:
+    """(raw state dict, the shape a diffusers folder's config.json gives or None, format description) of a file or
+    folder."""
     if path.is_dir():
         folder = path / "vae" if (path / "vae" / "config.json").is_file() else path
         weights = sorted(folder.glob("diffusion_pytorch_model*.safetensors")) or sorted(
@@ -106,14 +108,11 @@ def read_vae_state_dict(path: Path) -> tuple[dict[str, Tensor], dict | None, str
                 f"{path} is a folder but not a diffusers VAE folder: expected config.json and "
                 "diffusion_pytorch_model.safetensors (or a vae/ subfolder holding them)"
             )
-        config = json.loads((folder / "config.json").read_text())
-        if config.get("_class_name", "AutoencoderKLCogVideoX") != "AutoencoderKLCogVideoX":
-            raise CheckpointError(
-                f"{folder} holds a {config['_class_name']}, not a CogVideoX VAE (AutoencoderKLCogVideoX); "
-                "point at the vae/ folder"
-            )
+        config = read_vae_config(folder / "config.json")
+        # an empty object names no shape: it is inferred from the weights, as for a weights file
+        vae_config = _config_from_diffusers(config, folder / "config.json") if config else None
         shards = SafetensorsSource([SafetensorsFile(file) for file in weights])  # headers checked here
-        return dict(LazyStateDict(shards)), config, f"diffusers folder {folder}"
+        return dict(LazyStateDict(shards)), vae_config, f"diffusers folder {folder}"
     if not path.is_file():
         raise CheckpointError(
             f"VAE checkpoint {path} does not exist; expected the SAT 3d-vae.pt, a Tora SAT .pt, a diffusers vae/ "
@@ -124,26 +123,116 @@ def read_vae_state_dict(path: Path) -> tuple[dict[str, Tensor], dict | None, str
     return dict(read_state_dict(path)), None, "weights file"
 
 
-def _config_from_diffusers(config: Mapping) -> VAEConfig:
-    channels = list(config.get("block_out_channels", (128, 256, 256, 512)))
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _widths(value: object) -> bool:
+    """Level widths VAEConfig can hold: it stores them as the first width times a whole multiplier."""
+    return isinstance(value, list) and bool(value) and all(_whole(c) and c % value[0] == 0 for c in value)
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# The entries of a diffusers AutoencoderKLCogVideoX config.json this loader reads: (what is expected, its check).
+# Any of them may be absent: diffusers then takes its default (`DIFFUSERS_DEFAULTS`), and so does this loader.
+CONFIG_ENTRIES: dict[str, tuple[str, Callable[[object], bool]]] = {
+    "_class_name": ("a string", lambda v: isinstance(v, str)),
+    "in_channels": ("a whole number >= 1", _whole),
+    "out_channels": ("a whole number >= 1", _whole),
+    "latent_channels": ("a whole number >= 1", _whole),
+    "block_out_channels": ("a non-empty list of whole numbers >= 1, each a multiple of the first", _widths),
+    "layers_per_block": ("a whole number >= 1", _whole),
+    "norm_num_groups": ("a whole number >= 1", _whole),
+    "norm_eps": ("a positive number", lambda v: _number(v) and v > 0),
+    "temporal_compression_ratio": ("a whole number >= 1", lambda v: _number(v) and v >= 1 and v == int(v)),
+    "scaling_factor": ("a number or null", lambda v: v is None or _number(v)),
+    "use_quant_conv": ("true or false", lambda v: isinstance(v, bool)),
+    "use_post_quant_conv": ("true or false", lambda v: isinstance(v, bool)),
+}
+# diffusers' AutoencoderKLCogVideoX defaults, the CogVideoX-5B VAE: what an entry absent from config.json means
+DIFFUSERS_DEFAULTS = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "latent_channels": 16,
+    "block_out_channels": [128, 256, 256, 512],
+    "layers_per_block": 3,
+    "norm_num_groups": 32,
+    "norm_eps": 1e-6,
+    "temporal_compression_ratio": 4,
+}
+CONFIG_FIX = (
+    "Re-download config.json from the page the VAE folder came from (Tora: Hugging Face "
+    "'Alibaba-Research-Intelligence-Computing/Tora_T2V_diffusers', vae/config.json); a diffusers VAE folder holds "
+    "config.json beside diffusion_pytorch_model.safetensors (README, Model files)."
+)
+_JSON_KINDS = {dict: "object", list: "array (list)", str: "string", bool: "true/false", type(None): "null"}
+
+
+def read_vae_config(path: Path) -> dict:
+    """A diffusers VAE folder's config.json: a JSON object of a CogVideoX VAE (`_class_name` absent or
+    AutoencoderKLCogVideoX) whose entries in `CONFIG_ENTRIES` have the right type.
+
+    A corrupt file (a cut-off download, an HTML error page saved under that name) gets a CheckpointError naming the
+    file, the JSON error's line and column, and where to get the file again, not a raw JSONDecodeError.
+    """
+    expected = "the diffusers AutoencoderKLCogVideoX config, a JSON object"
+    try:
+        config = json.loads(path.read_bytes())
+    except json.JSONDecodeError as err:
+        raise CheckpointError(
+            f"{path} is not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}): expected {expected}. "
+            f"{CONFIG_FIX}"
+        ) from None
+    except UnicodeDecodeError:
+        raise CheckpointError(f"{path} is not a text file: expected {expected}. {CONFIG_FIX}") from None
+    if not isinstance(config, dict):
+        kind = _JSON_KINDS.get(type(config), "number")
+        raise CheckpointError(f"{path} holds a JSON {kind}: expected {expected}. {CONFIG_FIX}")
+    if config.get("_class_name", "AutoencoderKLCogVideoX") != "AutoencoderKLCogVideoX":
+        raise CheckpointError(
+            f"{path.parent} holds a {config['_class_name']}, not a CogVideoX VAE (AutoencoderKLCogVideoX); "
+            "point at the vae/ folder"
+        )
+    wrong = [
+        f"{key} must be {what}, got {config[key]!r}"
+        for key, (what, fits) in CONFIG_ENTRIES.items()
+        if key in config and not fits(config[key])
+    ]
+    if wrong:
+        raise CheckpointError(f"{path} is not a CogVideoX VAE config: {'; '.join(wrong)}. {CONFIG_FIX}")
+    return config
+
+
+def _config_from_diffusers(config: Mapping, path: Path) -> VAEConfig:
+    """The VAE shape a checked config.json (`read_vae_config`) describes; diffusers' defaults fill gaps."""
     if config.get("use_quant_conv") or config.get("use_post_quant_conv"):
         raise CheckpointError(
-            "VAE configs with quant_conv/post_quant_conv are not CogVideoX-5B VAEs; not supported"
+            f"{path}: VAE configs with quant_conv/post_quant_conv are not CogVideoX-5B VAEs; not supported"
         )
     scaling = config.get("scaling_factor")
     if scaling is not None and abs(scaling - SCALE) > 1e-6:
         logger.warning("VAE config scaling_factor %s ignored: Tora latents use %s", scaling, SCALE)
-    return VAEConfig(
-        in_channels=config.get("in_channels", 3),
-        out_channels=config.get("out_channels", 3),
-        latent_channels=config.get("latent_channels", 16),
-        channels=channels[0],
-        channel_mult=tuple(c // channels[0] for c in channels),
-        layers_per_block=config.get("layers_per_block", 3),
-        norm_groups=config.get("norm_num_groups", 32),
-        norm_eps=config.get("norm_eps", 1e-6),
-        temporal_compression=int(config.get("temporal_compression_ratio", 4)),
-    )
+    entries = {**DIFFUSERS_DEFAULTS, **config}
+    channels = entries["block_out_channels"]
+    try:
+        return VAEConfig(
+            in_channels=entries["in_channels"],
+            out_channels=entries["out_channels"],
+            latent_channels=entries["latent_channels"],
+            channels=channels[0],
+            channel_mult=tuple(c // channels[0] for c in channels),
+            layers_per_block=entries["layers_per_block"],
+            norm_groups=entries["norm_num_groups"],
+            norm_eps=entries["norm_eps"],
+            temporal_compression=int(entries["temporal_compression_ratio"]),
+        )
+    except ConfigError as err:
+        absent = ", ".join(f"{k}={v}" for k, v in DIFFUSERS_DEFAULTS.items() if k not in config)
+        note = f" (entries it lacks take diffusers' CogVideoX-5B defaults: {absent})" if absent else ""
+        raise CheckpointError(f"{path} describes no CogVideoX VAE: {err}{note}. {CONFIG_FIX}") from None
 
 
 def config_from_state_dict(sd: Mapping[str, Tensor], norm_groups: int = 32) -> VAEConfig:
@@ -188,7 +277,7 @@ def load_vae(
         where = f"{source} ({fmt})"
     sd = to_canonical(raw)
     if config is None:
-        config = _config_from_diffusers(file_config) if file_config else config_from_state_dict(sd)
+        config = file_config or config_from_state_dict(sd)
     with torch.device("meta"):
         model = CogVideoXVAE(config)
     _check_keys(
