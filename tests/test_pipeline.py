@@ -275,6 +275,20 @@ def test_seed_and_generator_are_exclusive_and_text_is_checked():
     )
 
 
+@pytest.mark.parametrize("cfg", [math.nan, math.inf, -math.inf])
+def test_a_non_finite_cfg_is_refused_before_the_network_runs(cfg):
+    """nan or ±inf would turn every latent into nan without an error; the CLI's and the node's own checks are not
+    the only guard, sample_latents (and generate, which calls it) refuses it too."""
+    model = ContextScaledModel(ToraConfig.preset("tiny"))
+    expected = rf"^cfg: expected a finite guidance scale, got {cfg}; pass a number such as the official 6\.0$"
+    run = dict(text_embeds=torch.ones(TEXT), width=WIDTH, height=HEIGHT, num_frames=FRAMES, steps=2, seed=0)
+    for dynamic_cfg in (True, False):
+        with pytest.raises(ConfigError, match=expected):
+            sample_latents(model, cfg=cfg, dynamic_cfg=dynamic_cfg, **run)
+    assert model.calls == []
+    assert sample_latents(model, cfg=6.0, **run).isfinite().all() and len(model.calls) == 2
+
+
 def test_decode_divides_by_scale_and_maps_to_unit_range(t2v):
     _, vae = t2v
     latents = torch.randn(SHAPE, generator=torch.Generator().manual_seed(8))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -226,6 +227,10 @@ def sample_latents(
     (`speed.SpeedOptions`; None = the exact defaults), or a `NetworkRunner` made for this run (to read its counters).
     """
     check_generation_size(width, height, num_frames, trained_size=model.config.trained_size)
+    if not math.isfinite(cfg):  # nan or ±inf would turn every latent into nan: a blank video, no error
+        raise ConfigError(
+            f"cfg: expected a finite guidance scale, got {cfg}; pass a number such as the official 6.0"
+        )
     compression = model.config.vae_spatial_compression
     shape = (1, latent_frames(num_frames), LATENT_CHANNELS, height // compression, width // compression)
     _check_conditioning(model, text_embeds, uncond_embeds, shape, motion, image_latents)
