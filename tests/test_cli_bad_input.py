@@ -129,6 +129,8 @@ CASES: list[tuple[str, Case, str, bool]] = [
     ("fps-negative", lambda f, t: _generate(f, t, "--fps", "-5"), r"argument --fps: expected .* got '-5'", NOT_LOADED),
     ("cfg-nan", lambda f, t: _generate(f, t, "--cfg", "nan"), r"argument --cfg: expected a finite number .* got 'nan'", NOT_LOADED),
     ("cfg-inf", lambda f, t: _generate(f, t, "--cfg", "inf"), r"argument --cfg: expected a finite number .* got 'inf'", NOT_LOADED),
+    ("seed-past-64-bits", lambda f, t: _generate(f, t, "--seed", str(2**64)), r"argument --seed: expected a whole number from 0 to 18446744073709551615, got '18446744073709551616'", NOT_LOADED),
+    ("seed-negative", lambda f, t: _generate(f, t, "--seed", "-1"), r"argument --seed: expected a whole number from 0 to .* got '-1'", NOT_LOADED),
     ("steps-zero", lambda f, t: _generate(f, t, "--steps", "0"), r"argument --steps: expected a whole number of at least 1, got '0'", NOT_LOADED),
     ("motion-strength-nan", lambda f, t: _generate(f, t, "--motion-strength", "nan"), r"argument --motion-strength: expected a finite number >= 0, got 'nan'", NOT_LOADED),
     ("motion-start-above-1", lambda f, t: _generate(f, t, "--motion-start", "1.5"), r"argument --motion-start: expected a fraction .* from 0 to 1, got '1.5'", NOT_LOADED),

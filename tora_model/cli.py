@@ -31,7 +31,15 @@ import numpy as np
 import torch
 
 from .checkpoint_files import check_weights_file, read_state_dict
-from .cli_args import Parser, check_device, finite_float, fraction, non_negative_float, positive_int
+from .cli_args import (
+    Parser,
+    check_device,
+    finite_float,
+    fraction,
+    non_negative_float,
+    positive_int,
+    seed_number,
+)
 from .cli_output import check_video_writer, to_uint8, write_outputs, write_preview
 from .cli_speed import add_speed_args, finish_speed, speed_from_args
 from .errors import CheckpointError, ConfigError, ToraError, TrajectoryFormatError
@@ -401,7 +409,7 @@ def _add_sampling_args(
     p.add_argument("--cfg", type=finite_float, default=cfg, help=cfg_help)
     p.add_argument("--no-dynamic-cfg", dest="dynamic_cfg", action="store_false", help="constant CFG weight")
     p.add_argument("--sampler", choices=("dpmpp_2m_sde", "ddim"), default="dpmpp_2m_sde", help="sampler")
-    p.add_argument("--seed", type=int, default=42, help="random seed")
+    p.add_argument("--seed", type=seed_number, default=42, help="random seed")
     p.add_argument("--fps", type=positive_int, default=8, help="frames per second of the written videos")
 
 

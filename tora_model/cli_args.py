@@ -32,6 +32,13 @@ def positive_int(text: str) -> int:
     return _number(text, int, 1, math.inf, "a whole number of at least 1")
 
 
+SEED_RANGE = 2**64  # torch.Generator.manual_seed takes 0 .. 2**64 - 1 (ComfyUI's seed widgets too)
+
+
+def seed_number(text: str) -> int:
+    return _number(text, int, 0, SEED_RANGE - 1, f"a whole number from 0 to {SEED_RANGE - 1}")
+
+
 def finite_float(text: str) -> float:
     return _number(text, float, -math.inf, math.inf, "a finite number (not nan or inf)")
 
