@@ -18,9 +18,11 @@ Measured on the shared 2-core CPU, one thread, the shipped fit (calibrated on cl
     20 steps: off 80, 2.10 px; balanced 40 (2.00×), −0.01 px, 51.6 dB; fast 28 (2.86×), +0.01 px, 47.7 dB
     (a sweep at 50 steps, 2 clips: threshold 0.2 → 1.14× fewer, 77 dB; 0.4 → 2.17×, 50 dB; 0.9 → 3.33×, 52 dB)
     compile, mid config: eager 6.53 s, compiled 6.35 s per step, 1.03× best (median 1.01×), max |Δv|/max|v| 1.9e-7;
-    with 2 threads under load 8: 1.05× best (median 1.25×, noisy). The step is GEMM-bound (~94 % GEMM,
-    bench_transformer_step.py): inductor fuses the norms, modulations and GELU around the GEMMs but cannot speed
-    the GEMMs themselves on the CPU, so the 1.2× target is out of reach here.
+    with 2 threads under load 8: 1.05× best (median 1.25×, noisy). The step is GEMM-bound: the same run profiles
+    one eager step (torch.profiler, self time per op) and prints the matrix products' share — 95.5 % on the
+    latest run (`--skip-cache --repeats 3`: eager 6.59 s, compiled 6.41 s, 1.03×), so even a compile that removed
+    every other op could not pass 1.05×: inductor fuses the norms, modulations and GELU around the GEMMs but runs
+    the GEMMs with the same kernels, and the 1.2× target is out of reach on the CPU.
 """
 
 import argparse
@@ -123,6 +125,7 @@ def bench_compile(repeats: int) -> None:
                 started = time.perf_counter()
                 runners[name](model, step, x, timestep, text)
                 times[name].append(time.perf_counter() - started)
+        gemm_share = _gemm_share(lambda: runners["eager"](model, step, x, timestep, text))
     difference = (outputs["compiled"] - outputs["eager"]).abs().max() / outputs["eager"].abs().max()
     eager, compiled = min(times["eager"]), min(times["compiled"])
     median = np.median(times["eager"]) / np.median(times["compiled"])
@@ -130,6 +133,24 @@ def bench_compile(repeats: int) -> None:
         f"mid config step (best of {repeats}): eager {eager:.3f} s, compiled {compiled:.3f} s, "
         f"speed-up {eager / compiled:.2f}× (median {median:.2f}×); max |Δv| / max |v| = {difference:.2e}"
     )
+    report(
+        f"eager step profile: matrix products {100 * gemm_share:.1f} % of the op time — a compile that removed "
+        f"every other op entirely would reach at most {1 / gemm_share:.2f}× (GEMMs run the same kernels compiled)"
+    )
+
+
+GEMM_OPS = ("aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm", "aten::matmul", "aten::linear")
+
+
+def _gemm_share(run) -> float:
+    """Fraction of one eager step's op time spent in matrix products (torch.profiler, self CPU time of the
+    GEMM ops over the self time of every op), the ceiling Amdahl's law puts on any fusion of the rest."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        run()
+    events = profile.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    gemm = sum(e.self_cpu_time_total for e in events if e.key in GEMM_OPS)
+    return gemm / total
 
 
 def main() -> None:
