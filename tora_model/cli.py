@@ -228,6 +228,11 @@ def _check_generate_args(args: argparse.Namespace) -> None:
         if path is not None and path.is_file():
             with _about(flag):
                 check_weights_file(path)
+    if args.vae is not None and args.vae.is_dir():  # config.json read, no weights
+        from .vae_loading import check_vae_folder
+
+        with _about("--vae"):
+            check_vae_folder(args.vae)
 
 
 def _text_embeddings(args: argparse.Namespace, device: torch.device, dtype: torch.dtype):

@@ -95,22 +95,28 @@ def to_canonical(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return {k: v for k, v in renamed if k is not None}
 
 
+def check_vae_folder(path: Path) -> tuple[Path, list[Path], VAEConfig | None]:
+    """(folder, its weight files, the shape its config.json gives or None) of a diffusers VAE folder (or of a folder
+    holding one as vae/), without reading any weights: cheap enough to refuse a broken folder before models load."""
+    folder = path / "vae" if (path / "vae" / "config.json").is_file() else path
+    weights = sorted(folder.glob("diffusion_pytorch_model*.safetensors")) or sorted(
+        folder.glob("*.safetensors")
+    )
+    if not (folder / "config.json").is_file() or not weights:
+        raise CheckpointError(
+            f"{path} is a folder but not a diffusers VAE folder: expected config.json and "
+            "diffusion_pytorch_model.safetensors (or a vae/ subfolder holding them)"
+        )
+    config = read_vae_config(folder / "config.json")
+    # an empty object names no shape: it is inferred from the weights, as for a weights file
+    return folder, weights, _config_from_diffusers(config, folder / "config.json") if config else None
+
+
 def read_vae_state_dict(path: Path) -> tuple[dict[str, Tensor], VAEConfig | None, str]:
     """(raw state dict, the shape a diffusers folder's config.json gives or None, format description) of a file or
     folder."""
     if path.is_dir():
-        folder = path / "vae" if (path / "vae" / "config.json").is_file() else path
-        weights = sorted(folder.glob("diffusion_pytorch_model*.safetensors")) or sorted(
-            folder.glob("*.safetensors")
-        )
-        if not (folder / "config.json").is_file() or not weights:
-            raise CheckpointError(
-                f"{path} is a folder but not a diffusers VAE folder: expected config.json and "
-                "diffusion_pytorch_model.safetensors (or a vae/ subfolder holding them)"
-            )
-        config = read_vae_config(folder / "config.json")
-        # an empty object names no shape: it is inferred from the weights, as for a weights file
-        vae_config = _config_from_diffusers(config, folder / "config.json") if config else None
+        folder, weights, vae_config = check_vae_folder(path)
         shards = SafetensorsSource([SafetensorsFile(file) for file in weights])  # headers checked here
         return dict(LazyStateDict(shards)), vae_config, f"diffusers folder {folder}"
     if not path.is_file():
