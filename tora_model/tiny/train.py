@@ -212,7 +212,7 @@ def train_decoder(
     num_clips: int = 400,
     batch: int = 4,
     steps: int | None = None,
-    peak_lr: float = 1e-3,
+    peak_lr: float = DEFAULT_LR,
     families: tuple[str, ...] | None = None,
 ) -> CogVideoXVAE:
     """Continue training only the decoder: the encoder — hence the latent space a denoiser learns — stays fixed.
@@ -313,7 +313,7 @@ def train_denoiser(
     batch: int = 8,
     steps: int | None = None,
     init: STDiTTransformer | None = None,
-    peak_lr: float = 1e-3,
+    peak_lr: float = DEFAULT_LR,
     families: tuple[str, ...] | None = None,
 ) -> STDiTTransformer:
     torch.manual_seed(seed)
@@ -323,7 +323,7 @@ def train_denoiser(
     log.info("encoded %d clips in %.1f min", num_clips, (time.monotonic() - start) / 60)
     model = (init or STDiTTransformer(ToraConfig.preset(PRESET))).train()
     ema = copy.deepcopy(model).eval().requires_grad_(False)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=peak_lr, weight_decay=0.0)
     budget, step = minutes * 60 - (time.monotonic() - start), 0
     start = time.monotonic()
     losses = _LossLog("denoiser", start)
