@@ -225,3 +225,12 @@ def test_tiny_command_errors_are_one_line(caplog):
     with caplog.at_level(logging.ERROR, logger="tora_model"):
         assert main(["train", "vae", "--families", "spirals", "--out", "unused"]) == 2
     assert "path families ['spirals'] are not known" in caplog.text
+
+
+@pytest.mark.parametrize("rate", ["0", "-0.001", "nan"])
+def test_train_refuses_a_learning_rate_that_is_not_positive(capsys, rate):
+    """A zero rate must not fall back to the stage's default unnoticed; nan or a negative rate would not train."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "denoiser", "--lr", rate, "--out", "unused"])
+    assert exit_info.value.code == 2
+    assert f"argument --lr: expected a finite number > 0, got '{rate}'" in capsys.readouterr().err

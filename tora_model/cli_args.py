@@ -47,6 +47,10 @@ def non_negative_float(text: str) -> float:
     return _number(text, float, 0.0, math.inf, "a finite number >= 0")
 
 
+def positive_float(text: str) -> float:
+    return _number(text, float, math.ulp(0.0), math.inf, "a finite number > 0")
+
+
 def fraction(text: str) -> float:
     return _number(text, float, 0.0, 1.0, "a fraction of the denoising steps from 0 to 1")
 

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
+from ..cli_args import positive_float
 from ..config import ToraConfig
 from ..flow import flow_video_to_vae_input
 from ..schedule import full_sqrt_alphas_cumprod
@@ -375,7 +376,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from the weights in --out")
     parser.add_argument(
         "--lr",
-        type=float,
+        type=positive_float,
         default=None,
         help=f"peak learning rate (default {VAE_LR} for vae, constant from scratch, cosine with --resume; "
         f"{DEFAULT_LR} for decoder and denoiser)",
