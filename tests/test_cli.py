@@ -234,3 +234,11 @@ def test_train_refuses_a_learning_rate_that_is_not_positive(capsys, rate):
         main(["train", "denoiser", "--lr", rate, "--out", "unused"])
     assert exit_info.value.code == 2
     assert f"argument --lr: expected a finite number > 0, got '{rate}'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("weight", ["-1", "nan"])
+def test_train_refuses_a_ghost_weight_below_zero(capsys, weight):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "vae", "--ghost-weight", weight, "--out", "unused"])
+    assert exit_info.value.code == 2
+    assert "argument --ghost-weight: expected a finite number >= 0" in capsys.readouterr().err

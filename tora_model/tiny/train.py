@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from ..cli_args import positive_float
+from ..cli_args import non_negative_float, positive_float
 from ..config import ToraConfig
 from ..flow import flow_video_to_vae_input
 from ..schedule import full_sqrt_alphas_cumprod
@@ -140,10 +140,21 @@ def _vae_batch(
     return torch.cat(crops)
 
 
-def vae_loss(recon: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
-    """L1 weighted up on saturated pixels (objects, flow colours) plus MSE; videos [B, 3, F, H, W] in [-1, 1]."""
-    saturation = (video.amax(dim=1, keepdim=True) - video.amin(dim=1, keepdim=True)) / 2  # [B, 1, F, H, W]
-    weight = 1 + 10 * saturation
+def _saturation(video: torch.Tensor) -> torch.Tensor:
+    """(max − min) over RGB, halved: [B, 3, F, H, W] in [-1, 1] → [B, 1, F, H, W] in [0, 1]."""
+    return (video.amax(dim=1, keepdim=True) - video.amin(dim=1, keepdim=True)) / 2
+
+
+def vae_loss(recon: torch.Tensor, video: torch.Tensor, ghost_weight: float = 0.0) -> torch.Tensor:
+    """L1 weighted up on saturated pixels (objects, flow colours) plus MSE; videos [B, 3, F, H, W] in [-1, 1].
+
+    `ghost_weight` > 0 also weights up pixels the reconstruction colours (its saturation, without gradient): a
+    trail or ghost of colour where the clip has background pulls the tracker's centroid as much as a missing part of
+    the object does, and with the clip's saturation alone such a pixel counts no more than any background pixel.
+    """
+    weight = 1 + 10 * _saturation(video)
+    if ghost_weight > 0:
+        weight = weight + ghost_weight * _saturation(recon.detach())
     return (weight * (recon - video).abs()).mean() / weight.mean() + F.mse_loss(recon, video)
 
 
@@ -173,10 +184,11 @@ def train_vae(
     steps: int | None = None,
     families: tuple[str, ...] | None = None,
     peak_lr: float = VAE_LR,
+    ghost_weight: float = 0.0,
 ) -> CogVideoXVAE:
     """Train the whole VAE for `minutes` of wall time: from scratch at a constant rate, or, with `init`, continue
     training it (encoder too, so the latent space moves: retrain the denoiser after) with a 50-step warm-up and a
-    cosine to 2 % of `peak_lr`."""
+    cosine to 2 % of `peak_lr`. `ghost_weight`: see `vae_loss`."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -189,7 +201,7 @@ def train_vae(
             _set_cosine_lr(optimizer, peak_lr, step, _progress(start, minutes * 60, step, steps))
         video = _vae_batch(videos, centres, rng, batch)
         recon, kl = vae_forward(vae, video, generator)
-        loss = vae_loss(recon, video) + KL_WEIGHT * kl
+        loss = vae_loss(recon, video, ghost_weight) + KL_WEIGHT * kl
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -215,6 +227,7 @@ def train_decoder(
     steps: int | None = None,
     peak_lr: float = DEFAULT_LR,
     families: tuple[str, ...] | None = None,
+    ghost_weight: float = 0.0,
 ) -> CogVideoXVAE:
     """Continue training only the decoder: the encoder — hence the latent space a denoiser learns — stays fixed.
 
@@ -239,7 +252,7 @@ def train_decoder(
             z = DiagonalGaussian.from_moments(moments).sample(generator)  # [B, 16, T, h, w]
             amplitude = torch.rand(z.shape[0], 1, 1, 1, 1, generator=generator) * DECODER_NOISE * z.std()
             z = z + amplitude * torch.randn(z.shape, generator=generator)
-        loss = vae_loss(decode_with_grad(vae, z), video)
+        loss = vae_loss(decode_with_grad(vae, z), video, ghost_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -387,6 +400,13 @@ def main(argv: list[str] | None = None) -> None:
         help="path families of the training clips, comma-separated or all (tora_model.tiny.path_families; 1–3 objects "
         "per clip, crossing when the list has more than curves); default curves, the original clips",
     )
+    parser.add_argument(
+        "--ghost-weight",
+        type=non_negative_float,
+        default=0.0,
+        help="vae/decoder: also weight the loss up where the reconstruction has colour the clip lacks (trails of "
+        "fast objects); 0 (default) is the loss of the stages before issue 12's second round",
+    )
     args = parser.parse_args(argv)
     families = check_families(args.families)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -406,6 +426,7 @@ def main(argv: list[str] | None = None) -> None:
             steps=args.steps,
             families=families,
             peak_lr=args.lr or VAE_LR,
+            ghost_weight=args.ghost_weight,
         )
         save_vae(vae, vae_folder)
         log.info("wrote %s", vae_folder)
@@ -418,6 +439,7 @@ def main(argv: list[str] | None = None) -> None:
             steps=args.steps,
             peak_lr=args.lr or DEFAULT_LR,
             families=families,
+            ghost_weight=args.ghost_weight,
         )
         save_vae(vae, vae_folder)
         log.info("wrote %s", vae_folder)
