@@ -78,17 +78,29 @@ def load_tiny_tora(folder: Path = DEFAULT_OUT):
     return load_transformer(transformer_path), load_vae(vae_path)
 
 
-def reference_colours(frames: np.ndarray, clip: Clip, radius: int = 2) -> np.ndarray:
+def reference_colours(frames: np.ndarray, clip: Clip, radius: int = 2, min_cosine: float = 0.8) -> np.ndarray:
     """[N, 3] each object's colour as it appears in frame 0 of `frames` (median of a small window at its start).
 
     The tiny VAE shifts hues a little; taking the colour from the output's own first frame (the conditioning
-    image, where every object's position is known) keeps the tracker about positions, not colour fidelity.
+    image, where every object's position is known) keeps the tracker about positions, not colour fidelity. Only the
+    window's pixels whose chroma points the way of the object's own colour count: where another object covers its
+    start (objects that cross can start one under the other), the window shows the other object, whose colour would
+    make the tracker follow the wrong one. An object hidden at its start is tracked by its own colour.
     """
+    pixels = np.asarray(frames[0], dtype=np.float64)  # [H, W, 3]
+    chroma = pixels - pixels.mean(-1, keepdims=True)
     out = []
-    for x, y in clip.centres[:, 0]:
+    for (x, y), colour in zip(clip.centres[:, 0], clip.colours, strict=True):
         row, col = int(y), int(x)
-        window = frames[0, max(row - radius, 0) : row + radius + 1, max(col - radius, 0) : col + radius + 1]
-        out.append(np.median(np.asarray(window, dtype=np.float64).reshape(-1, 3), axis=0))
+        rows, cols = (
+            slice(max(row - radius, 0), row + radius + 1),
+            slice(max(col - radius, 0), col + radius + 1),
+        )
+        window, window_chroma = pixels[rows, cols].reshape(-1, 3), chroma[rows, cols].reshape(-1, 3)
+        own = colour - colour.mean()
+        cosine = window_chroma @ own / (np.linalg.norm(window_chroma, axis=-1) * np.linalg.norm(own) + 1e-9)
+        visible = window[cosine > min_cosine]
+        out.append(np.median(visible, axis=0) if len(visible) else np.asarray(colour, dtype=np.float64))
     return np.stack(out)
 
 
