@@ -160,7 +160,9 @@ def test_calibration_fits_and_the_shipped_fit_loads(t2v, tmp_path):
     assert shipped.source.endswith("step_cache.json") and len(shipped.coefficients) == 5
     assert CacheFit().rescale(0.25) == 0.25
     (tmp_path / "bad.json").write_text("[1, 2]")
-    with pytest.raises(ConfigError, match="not a step-cache fit"):
+    with pytest.raises(
+        ConfigError, match=r"bad\.json holds a JSON array \(list\): expected a step-cache fit"
+    ):
         CacheFit.load(tmp_path / "bad.json")
 
 

@@ -155,7 +155,11 @@ TINY_CONFIG = (
             "<!DOCTYPE html>\n<title>404</title>\n",  # an error page saved under the file's name
             r"config\.json is not valid JSON \(Expecting value at line 1, column 1\)",
         ),
-        (b'{"_class_name": "\xff"}', r"config\.json is not a text file: expected the diffusers"),
+        (
+            b'{"_class_name": "\xff"}',
+            r"config\.json is not a text file \(not UTF-8 text: invalid start byte at byte offset 17\): expected "
+            r"the diffusers",
+        ),
         (
             "[16, 16, 32]",
             r"config\.json holds a JSON array \(list\): expected the diffusers .* a JSON object\.",

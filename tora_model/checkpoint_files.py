@@ -12,7 +12,6 @@ layout the names inside follow is `checkpoints.py`'s concern; reading the tensor
 
 from __future__ import annotations
 
-import json
 import pickle
 import re
 import zipfile
@@ -22,6 +21,7 @@ from pathlib import Path
 import torch
 
 from .errors import CheckpointError
+from .json_files import Entry, entry_problems, read_json_object, shown
 from .tensor_sources import LazyStateDict, MappingSource, SafetensorsFile, SafetensorsSource, TensorSource
 
 SAT_FILE = "mp_rank_00_model_states.pt"
@@ -117,17 +117,32 @@ def _unwrap(obj: object, path: Path) -> Mapping[str, torch.Tensor]:
     )
 
 
+# The entry of a diffusers shard index this loader reads (its "metadata", the total size, is not read)
+INDEX_ENTRIES: dict[str, Entry] = {
+    "weight_map": ("a non-empty object, tensor name -> shard file", lambda v: bool(v) and isinstance(v, dict))
+}
+
+
+def read_shard_index(index: Path) -> dict[str, str]:
+    """The `weight_map` (tensor name -> shard file) of a diffusers `*.safetensors.index.json`, checked: a file that
+    is not a shard index gets a CheckpointError naming it, what arrived and how to get it again."""
+    fix = f"Re-download the index and every shard beside it. {WHERE_TO_GET}."
+    data = read_json_object(index, "a diffusers safetensors index, a JSON object with a weight_map", fix)
+    wrong = entry_problems(data, INDEX_ENTRIES, required=["weight_map"])
+    if not wrong:
+        unnamed = {name: shard for name, shard in data["weight_map"].items() if not isinstance(shard, str)}
+        if unnamed:
+            wrong = [f"weight_map must name each tensor's shard file (a string), got {shown(unnamed)}"]
+    if wrong:
+        raise CheckpointError(f"{index} is not a valid safetensors index: {'; '.join(wrong)}. {fix}")
+    return data["weight_map"]
+
+
 def safetensors_folder(folder: Path) -> list[SafetensorsFile] | None:
     """Files of a diffusers component folder (index json + shards, or one file), or None if neither is there."""
     index = folder / DIFFUSERS_INDEX
     if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise CheckpointError(
-                f"{index} is not a valid safetensors index ({err}); re-download it"
-            ) from None
-        names = sorted(set(weight_map.values()))
+        names = sorted(set(read_shard_index(index).values()))
         missing = [n for n in names if not (folder / n).is_file()]
         if missing:
             raise CheckpointError(

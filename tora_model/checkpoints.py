@@ -290,10 +290,10 @@ def is_st_dit_file(source: object) -> bool:
         or not Path(source).is_file()
     ):
         return False
-    from .st_dit import read_backbone
+    from .st_dit import header_backbone
 
     try:
-        return read_backbone(source)[0] == "st_dit"
+        return header_backbone(source) == "st_dit"
     except CheckpointError:
         return False  # not readable as safetensors: the ordinary path reports what the file is
 

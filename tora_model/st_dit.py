@@ -16,6 +16,7 @@ before the first block, 1-D temporal added before the first temporal block, as i
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -29,6 +30,7 @@ from .attention import AttentionFn, attention
 from .config import ToraConfig
 from .embeddings import PatchEmbed, TimestepEmbedding, timestep_sinusoid
 from .errors import CheckpointError, ConfigError
+from .json_files import Entry, entry_problems, finite_number, parse_json_object
 from .motion import MotionGuidanceFuser, TrajectoryExtractor
 from .transformer import BlockFn, BlockInputs, ToraTransformer
 
@@ -264,31 +266,69 @@ class STDiTTransformer(nn.Module):
 
 def save_st_transformer(model: STDiTTransformer, path: str | Path) -> None:
     """Write the weights as one safetensors file whose header names the backbone and its config."""
-    from dataclasses import asdict
-
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    metadata = {BACKBONE_KEY: "st_dit", CONFIG_KEY: json.dumps(asdict(model.config))}
+    metadata = {BACKBONE_KEY: "st_dit", CONFIG_KEY: json.dumps(dataclasses.asdict(model.config))}
     save_file(tensors, str(path), metadata=metadata)
 
 
-def read_backbone(path: str | Path) -> tuple[str, ToraConfig | None]:
-    """(backbone, config) named in a safetensors header; ("cogvideox", None) when the header names none."""
+def _header_metadata(path: str | Path) -> dict[str, str]:
+    """The `__metadata__` of a safetensors file's header (empty when it has none)."""
     from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
+            return handle.metadata() or {}
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"cannot read {path} as safetensors ({exc})") from exc
+
+
+def header_backbone(path: str | Path) -> str:
+    """The backbone a safetensors header names ("cogvideox" when it names none); its config is not read."""
+    return _header_metadata(path).get(BACKBONE_KEY, "cogvideox")
+
+
+def read_backbone(path: str | Path) -> tuple[str, ToraConfig | None]:
+    """(backbone, config) named in a safetensors header; ("cogvideox", None) when the header names none."""
+    metadata = _header_metadata(path)
     backbone = metadata.get(BACKBONE_KEY, "cogvideox")
     if backbone == "cogvideox":
         return backbone, None
     if CONFIG_KEY not in metadata:
         raise CheckpointError(f"{path}: header names backbone {backbone!r} but carries no {CONFIG_KEY!r}")
-    fields = json.loads(metadata[CONFIG_KEY])
-    return backbone, ToraConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+    return backbone, header_config(metadata[CONFIG_KEY], path)
+
+
+# What each ToraConfig field's annotation asks of a value read from JSON: (what is expected, its check)
+_FIELD_TYPES: dict[str, Entry] = {
+    "int": ("a whole number", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    "float": ("a finite number", finite_number),
+    "bool": ("true or false", lambda v: isinstance(v, bool)),
+    "str": ("a string", lambda v: isinstance(v, str)),
+}
+CONFIG_FIX = (
+    "The file is damaged or was written by another program or version: download it again, or write it again with "
+    "tora_model.st_dit.save_st_transformer (what `python -m tora_model train denoiser` does)."
+)
+
+
+def header_config(text: str, path: str | Path) -> ToraConfig:
+    """The ToraConfig stored as JSON under `CONFIG_KEY` in the safetensors header of `path`: every field of
+    ToraConfig, each of its type, no other key. Anything else is a CheckpointError naming the file, the fields that
+    are unknown, missing or mistyped, and how to get a good file; nothing is dropped or filled in."""
+    source = f"the {CONFIG_KEY!r} entry in the safetensors header of {path}"
+    fields = parse_json_object(text, source, "the ToraConfig fields as a JSON object", CONFIG_FIX)
+    entries = {f.name: _FIELD_TYPES[f.type] for f in dataclasses.fields(ToraConfig)}
+    unknown = sorted(set(fields) - set(entries))
+    wrong = [f"unknown fields {unknown}"] if unknown else []
+    wrong += entry_problems(fields, entries, required=entries)
+    if wrong:
+        raise CheckpointError(f"{source} is not a ToraConfig: {'; '.join(wrong)}. {CONFIG_FIX}")
+    try:
+        return ToraConfig(**fields)
+    except ConfigError as err:
+        raise CheckpointError(f"{source} is not a valid ToraConfig: {err}. {CONFIG_FIX}") from None
 
 
 def load_st_transformer(

@@ -27,6 +27,7 @@ from pathlib import Path
 from torch import Tensor
 
 from .errors import ConfigError
+from .json_files import Entry, entry_problems, finite_number, read_json_object, shown
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,29 @@ FIT_FILE = "step_cache.json"  # looked for beside the transformer weights
 FIT_FORMAT = "tora-step-cache-fit/1"
 # Thresholds on the accumulated estimate of the output's relative change (measured on the tiny model: bench_cache.py)
 CACHE_PRESETS = {"off": None, "balanced": 0.4, "fast": 0.9}
+FIT_EXPECTED = f"a step-cache fit, the JSON object of format {FIT_FORMAT!r} that calibration writes"
+FIT_FIX = "Recreate it with `python -m tora_model generate … --cache-calibrate FILE`."
+
+
+def _coefficients(value: object) -> bool:
+    return isinstance(value, (list, tuple)) and bool(value) and all(finite_number(c) for c in value)
+
+
+def _range(value: object) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) == 2
+        and all(map(finite_number, value))
+        and value[0] <= value[1]
+    )
+
+
+# The entries of a fit file this loader reads: (what is expected, its check); the file's other entries say how the
+# fit was measured (pairs, degree, quality) and are not read.
+FIT_ENTRIES: dict[str, Entry] = {
+    "coefficients": ("a non-empty list of finite numbers (highest degree first)", _coefficients),
+    "probe_change_range": ("a list of two finite numbers [low, high] with low <= high", _range),
+}
 
 
 @dataclass(frozen=True)
@@ -47,10 +71,10 @@ class CacheFit:
     domain: tuple[float, float] = (0.0, float("inf"))
 
     def __post_init__(self) -> None:
-        if not self.coefficients or not all(isinstance(c, (int, float)) for c in self.coefficients):
+        if not _coefficients(self.coefficients):
             raise ConfigError(
-                f"a step-cache fit needs a list of polynomial coefficients (numbers, highest degree first), got "
-                f"{self.coefficients!r}; recreate the file with `python -m tora_model generate … --cache-calibrate FILE`"
+                f"a step-cache fit needs a list of polynomial coefficients (finite numbers, highest degree first), "
+                f"got {self.coefficients!r}. {FIT_FIX}"
             )
 
     def rescale(self, distance: float) -> float:
@@ -63,23 +87,20 @@ class CacheFit:
 
     @classmethod
     def load(cls, path: str | Path) -> CacheFit:
-        """Read a fit written by `calibrate_cache.py` (JSON: format, coefficients, and how it was measured)."""
+        """Read a fit written by `calibrate_cache.py` (JSON: format, coefficients, and how it was measured); a file
+        that is not one, or whose entries have the wrong type, gets a ConfigError naming the file and the entry."""
         path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
+        data = read_json_object(path, FIT_EXPECTED, FIT_FIX, ConfigError)
+        if data.get("format") != FIT_FORMAT:
             raise ConfigError(
-                f"cannot read the step-cache fit {path} ({err}); expected the JSON file that "
-                "`python -m tora_model generate … --cache-calibrate FILE` writes"
-            ) from None
-        if not isinstance(data, dict) or data.get("format") != FIT_FORMAT:
-            found = data.get("format") if isinstance(data, dict) else type(data).__name__
-            raise ConfigError(
-                f"{path} is not a step-cache fit: expected format {FIT_FORMAT!r}, found {found!r}; "
-                "recreate it with `python -m tora_model generate … --cache-calibrate FILE`"
+                f"{path} is not a step-cache fit: expected format {FIT_FORMAT!r}, found {shown(data.get('format'))}. "
+                f"{FIT_FIX}"
             )
+        wrong = entry_problems(data, FIT_ENTRIES, required=["coefficients"])
+        if wrong:
+            raise ConfigError(f"{path} is not a step-cache fit: {'; '.join(wrong)}. {FIT_FIX}")
         domain = tuple(data.get("probe_change_range", (0.0, float("inf"))))
-        return cls(tuple(data.get("coefficients", ())), source=str(path), domain=domain)
+        return cls(tuple(data["coefficients"]), source=str(path), domain=domain)
 
     def save(self, path: str | Path, **measured) -> None:
         payload = {"format": FIT_FORMAT, "coefficients": list(self.coefficients), **measured}

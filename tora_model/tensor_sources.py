@@ -18,7 +18,6 @@ count against the process); a memory-mapped pickle has the pages of each copied 
 from __future__ import annotations
 
 import ctypes
-import json
 import math
 import mmap
 import struct
@@ -31,6 +30,7 @@ import torch
 
 from . import keymaps
 from .errors import CheckpointError
+from .json_files import json_object
 
 _SAFETENSORS_DTYPES = {
     "F64": torch.float64,
@@ -86,12 +86,7 @@ class SafetensorsFile:
             (length,) = struct.unpack("<Q", head)
             if length > _MAX_HEADER_BYTES or 8 + length > size:
                 raise self._fail(f"header length field says {length} bytes but the file has {size}")
-            try:
-                header = json.loads(f.read(length))
-            except (UnicodeDecodeError, json.JSONDecodeError) as err:
-                raise self._fail(f"header is not JSON ({err})") from None
-        if not isinstance(header, dict):
-            raise self._fail("header is not a JSON object")
+            header = json_object(f.read(length), lambda arrived: self._fail(f"its header {arrived}"))
         header.pop("__metadata__", None)
         entries = {name: self._entry(name, info, 8 + length) for name, info in header.items()}
         end = max((e.stop for e in entries.values()), default=8 + length)

@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -24,6 +23,7 @@ from torch import Tensor
 
 from .checkpoint_files import read_state_dict
 from .errors import CheckpointError, ConfigError
+from .json_files import Entry, entry_problems, finite_number, read_json_object
 from .tensor_sources import LazyStateDict, SafetensorsFile, SafetensorsSource
 from .vae import SCALE, CogVideoXVAE, VAEConfig
 
@@ -138,13 +138,9 @@ def _widths(value: object) -> bool:
     return isinstance(value, list) and bool(value) and all(_whole(c) and c % value[0] == 0 for c in value)
 
 
-def _number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 # The entries of a diffusers AutoencoderKLCogVideoX config.json this loader reads: (what is expected, its check).
 # Any of them may be absent: diffusers then takes its default (`DIFFUSERS_DEFAULTS`), and so does this loader.
-CONFIG_ENTRIES: dict[str, tuple[str, Callable[[object], bool]]] = {
+CONFIG_ENTRIES: dict[str, Entry] = {
     "_class_name": ("a string", lambda v: isinstance(v, str)),
     "in_channels": ("a whole number >= 1", _whole),
     "out_channels": ("a whole number >= 1", _whole),
@@ -152,9 +148,12 @@ CONFIG_ENTRIES: dict[str, tuple[str, Callable[[object], bool]]] = {
     "block_out_channels": ("a non-empty list of whole numbers >= 1, each a multiple of the first", _widths),
     "layers_per_block": ("a whole number >= 1", _whole),
     "norm_num_groups": ("a whole number >= 1", _whole),
-    "norm_eps": ("a positive number", lambda v: _number(v) and v > 0),
-    "temporal_compression_ratio": ("a whole number >= 1", lambda v: _number(v) and v >= 1 and v == int(v)),
-    "scaling_factor": ("a number or null", lambda v: v is None or _number(v)),
+    "norm_eps": ("a positive number", lambda v: finite_number(v) and v > 0),
+    "temporal_compression_ratio": (
+        "a whole number >= 1",
+        lambda v: finite_number(v) and v >= 1 and v == int(v),
+    ),
+    "scaling_factor": ("a number or null", lambda v: v is None or finite_number(v)),
     "use_quant_conv": ("true or false", lambda v: isinstance(v, bool)),
     "use_post_quant_conv": ("true or false", lambda v: isinstance(v, bool)),
 }
@@ -174,7 +173,6 @@ CONFIG_FIX = (
     "'Alibaba-Research-Intelligence-Computing/Tora_T2V_diffusers', vae/config.json); a diffusers VAE folder holds "
     "config.json beside diffusion_pytorch_model.safetensors (README, Model files)."
 )
-_JSON_KINDS = {dict: "object", list: "array (list)", str: "string", bool: "true/false", type(None): "null"}
 
 
 def read_vae_config(path: Path) -> dict:
@@ -184,29 +182,13 @@ def read_vae_config(path: Path) -> dict:
     A corrupt file (a cut-off download, an HTML error page saved under that name) gets a CheckpointError naming the
     file, the JSON error's line and column, and where to get the file again, not a raw JSONDecodeError.
     """
-    expected = "the diffusers AutoencoderKLCogVideoX config, a JSON object"
-    try:
-        config = json.loads(path.read_bytes())
-    except json.JSONDecodeError as err:
-        raise CheckpointError(
-            f"{path} is not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}): expected {expected}. "
-            f"{CONFIG_FIX}"
-        ) from None
-    except UnicodeDecodeError:
-        raise CheckpointError(f"{path} is not a text file: expected {expected}. {CONFIG_FIX}") from None
-    if not isinstance(config, dict):
-        kind = _JSON_KINDS.get(type(config), "number")
-        raise CheckpointError(f"{path} holds a JSON {kind}: expected {expected}. {CONFIG_FIX}")
+    config = read_json_object(path, "the diffusers AutoencoderKLCogVideoX config, a JSON object", CONFIG_FIX)
     if config.get("_class_name", "AutoencoderKLCogVideoX") != "AutoencoderKLCogVideoX":
         raise CheckpointError(
             f"{path.parent} holds a {config['_class_name']}, not a CogVideoX VAE (AutoencoderKLCogVideoX); "
             "point at the vae/ folder"
         )
-    wrong = [
-        f"{key} must be {what}, got {config[key]!r}"
-        for key, (what, fits) in CONFIG_ENTRIES.items()
-        if key in config and not fits(config[key])
-    ]
+    wrong = entry_problems(config, CONFIG_ENTRIES)
     if wrong:
         raise CheckpointError(f"{path} is not a CogVideoX VAE config: {'; '.join(wrong)}. {CONFIG_FIX}")
     return config
