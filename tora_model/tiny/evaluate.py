@@ -34,7 +34,16 @@ from ..pipeline import decode_latents, generate
 from ..vae import SCALE
 from ..vae_loading import load_vae
 from .path_families import FAMILIES, check_families
-from .synthetic import FRAMES, HEIGHT, WIDTH, Clip, make_clips, track_colours
+from .synthetic import (
+    FRAMES,
+    HEIGHT,
+    WIDTH,
+    Clip,
+    chroma_cosines,
+    chroma_directions,
+    make_clips,
+    track_colours,
+)
 from .train import DEFAULT_OUT, clip_pixels
 
 log = logging.getLogger(__name__)
@@ -88,18 +97,13 @@ def reference_colours(frames: np.ndarray, clip: Clip, radius: int = 2, min_cosin
     make the tracker follow the wrong one. An object hidden at its start is tracked by its own colour.
     """
     pixels = np.asarray(frames[0], dtype=np.float64)  # [H, W, 3]
-    chroma = pixels - pixels.mean(-1, keepdims=True)
+    directions = chroma_directions(pixels)  # [H, W, 3]
     out = []
     for (x, y), colour in zip(clip.centres[:, 0], clip.colours, strict=True):
         row, col = int(y), int(x)
-        rows, cols = (
-            slice(max(row - radius, 0), row + radius + 1),
-            slice(max(col - radius, 0), col + radius + 1),
-        )
-        window, window_chroma = pixels[rows, cols].reshape(-1, 3), chroma[rows, cols].reshape(-1, 3)
-        own = colour - colour.mean()
-        cosine = window_chroma @ own / (np.linalg.norm(window_chroma, axis=-1) * np.linalg.norm(own) + 1e-9)
-        visible = window[cosine > min_cosine]
+        rows = slice(max(row - radius, 0), row + radius + 1)
+        cols = slice(max(col - radius, 0), col + radius + 1)
+        visible = pixels[rows, cols][chroma_cosines(directions[rows, cols], colour) > min_cosine]  # [n, 3]
         out.append(np.median(visible, axis=0) if len(visible) else np.asarray(colour, dtype=np.float64))
     return np.stack(out)
 

@@ -194,6 +194,18 @@ def _chroma(rgb: np.ndarray) -> np.ndarray:
     return rgb - rgb.mean(axis=-1, keepdims=True)
 
 
+def chroma_directions(pixels: np.ndarray) -> np.ndarray:
+    """Unit chroma vectors [..., 3] of float RGB pixels [..., 3] (about zero for grey pixels)."""
+    chroma = _chroma(pixels)
+    return chroma / (np.linalg.norm(chroma, axis=-1, keepdims=True) + 1e-9)
+
+
+def chroma_cosines(directions: np.ndarray, colour: np.ndarray) -> np.ndarray:
+    """Cosine [...] between `chroma_directions` [..., 3] and the chroma direction of the RGB `colour` [3]."""
+    target = _chroma(np.asarray(colour, dtype=np.float64))
+    return directions @ (target / np.linalg.norm(target))
+
+
 def track_colours(
     frames: np.ndarray, colours: np.ndarray, min_saturation: float = 60.0, min_cosine: float = 0.9
 ) -> np.ndarray:
@@ -204,13 +216,11 @@ def track_colours(
     """
     pixels = np.asarray(frames, dtype=np.float64)  # [F, H, W, 3]
     saturated = pixels.max(-1) - pixels.min(-1) > min_saturation  # [F, H, W]
-    chroma = _chroma(pixels)
-    chroma /= np.linalg.norm(chroma, axis=-1, keepdims=True) + 1e-9
+    directions = chroma_directions(pixels)  # [F, H, W, 3]
     yy, xx = np.mgrid[0 : pixels.shape[1], 0 : pixels.shape[2]] + 0.5
     out = np.full((len(colours), pixels.shape[0], 2), np.nan)
     for i, colour in enumerate(colours):
-        target = _chroma(np.asarray(colour, dtype=np.float64))
-        mask = saturated & (chroma @ (target / np.linalg.norm(target)) > min_cosine)  # [F, H, W]
+        mask = saturated & (chroma_cosines(directions, colour) > min_cosine)  # [F, H, W]
         counts = mask.sum(axis=(1, 2))
         found = counts > 0
         out[i, found, 0] = (mask * xx).sum(axis=(1, 2))[found] / counts[found]
