@@ -53,9 +53,8 @@ def json_object(data: bytes | str, fail: Callable[[str], Exception]) -> dict:
     try:
         value = json.loads(data)
     except json.JSONDecodeError as err:
-        what = err.msg.removesuffix(
-            " at"
-        )  # "Unterminated string starting at", "Invalid control character at"
+        # some messages end in "at" ("Unterminated string starting at"): the position follows here
+        what = err.msg.removesuffix(" at")
         raise fail(f"is not valid JSON ({what} at line {err.lineno}, column {err.colno})") from None
     except UnicodeDecodeError as err:
         encoding = err.encoding.upper()
