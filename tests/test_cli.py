@@ -237,8 +237,9 @@ def test_train_refuses_a_learning_rate_that_is_not_positive(capsys, rate):
 
 
 @pytest.mark.parametrize("weight", ["-1", "nan"])
-def test_train_refuses_a_ghost_weight_below_zero(capsys, weight):
+@pytest.mark.parametrize("stage, option", [("vae", "--ghost-weight"), ("denoiser", "--object-weight")])
+def test_train_refuses_a_loss_weight_below_zero(capsys, weight, stage, option):
     with pytest.raises(SystemExit) as exit_info:
-        main(["train", "vae", "--ghost-weight", weight, "--out", "unused"])
+        main(["train", stage, option, weight, "--out", "unused"])
     assert exit_info.value.code == 2
-    assert "argument --ghost-weight: expected a finite number >= 0" in capsys.readouterr().err
+    assert f"argument {option}: expected a finite number >= 0" in capsys.readouterr().err

@@ -13,7 +13,8 @@ zero-terminal-SNR scaled-linear schedule, `tora_model.schedule`). CPU-sized, thr
    first-frame latents (frame 0 encoded alone, as `pipeline.encode_image_latents` does) and the flow-video latents
    (`Clip.flow_video`, the inference rendering) are encoded once; each step draws posterior samples (× 0.7), a
    timestep uniform in 0..999 and noise, and regresses v. Motion features are zeroed for 10 % of the samples so
-   the same weights also run without a trajectory. `--resume` continues a denoiser from the weights in `--out`.
+   the same weights also run without a trajectory; `--object-weight` weights the loss up on the latent cells the
+   objects cover (`object_cells`). `--resume` continues a denoiser from the weights in `--out`.
 
 Deterministic for a seed on one thread (`torch.set_num_threads(1)`, which is also the fastest on a shared CPU); the
 step counts follow the wall budgets unless `--steps` fixes them. Weights go to `models/tiny_tora/`:
@@ -56,6 +57,9 @@ KL_WEIGHT = 5e-4
 VAE_LR = 2e-3  # the VAE stage from scratch; decoder and denoiser default to DEFAULT_LR
 DEFAULT_LR = 1e-3
 MOTION_DROP = 0.1
+# object_cells: saturation (max − min of RGB, 0..255) from which a pixel starts to count as object; full at twice it.
+# The objects' palette colours are ≥ 150 even in their texture's dark stripes, the backgrounds ≤ ~30.
+OBJECT_SATURATION = 40.0
 # decoder stage: latents get up to this × their std of extra noise (robust to sampled latents)
 DECODER_NOISE = 0.1
 
@@ -265,9 +269,27 @@ def train_decoder(
 # ------------------------------------------------------------------------------------------------------- denoiser
 
 
+def object_cells(frames: np.ndarray, spatial: int = 4, temporal: int = 4) -> torch.Tensor:
+    """Where a clip's objects are, per latent cell: uint8 frames [F, H, W, 3] → float [T, H/spatial, W/spatial].
+
+    1 where a saturated (object) pixel falls in the cell's frames — latent 0 is frame 0, latent t ≥ 1 frames
+    temporal·(t−1)+1 .. temporal·t, the causal VAE's grouping — 0 on the low-saturation background, a ramp between;
+    then widened by one cell, so the cells an object enters or leaves (its trails) count too.
+    """
+    pixels = torch.from_numpy(frames).float()  # [F, H, W, 3]
+    saturation = pixels.amax(-1) - pixels.amin(-1)  # [F, H, W], 0..255
+    mask = ((saturation - OBJECT_SATURATION) / OBJECT_SATURATION).clamp(0, 1)
+    first, rest = mask[:1], mask[1:]  # [1, H, W], [F-1, H, W]
+    groups = rest.view(-1, temporal, *rest.shape[1:]).amax(1)  # [T-1, H, W]
+    mask = torch.cat([first, groups])[:, None]  # [T, 1, H, W]
+    cells = F.max_pool2d(mask, spatial)  # [T, 1, h, w]
+    return F.max_pool2d(cells, 3, stride=1, padding=1)[:, 0]  # [T, h, w]
+
+
 @torch.no_grad()
 def encode_dataset(vae: CogVideoXVAE, clips, batch: int = 16) -> dict[str, torch.Tensor]:
-    """Posterior moments [N, 32, T, h, w] of the clips, their first frames (alone) and their flow videos.
+    """Posterior moments [N, 32, T, h, w] of the clips, their first frames (alone) and their flow videos, and the
+    clips' `object_cells` [N, T, h, w].
 
     Batched: every norm in the encoder is per sample, so a batch encodes each clip exactly as alone.
     """
@@ -279,7 +301,9 @@ def encode_dataset(vae: CogVideoXVAE, clips, batch: int = 16) -> dict[str, torch
         parts["clip"].append(vae.encode_chunk(pixels)[0])
         parts["first"].append(vae.encode_chunk(pixels[:, :, :1])[0])
         parts["flow"].append(vae.encode_chunk(flows)[0])
-    return {k: torch.cat(v) for k, v in parts.items()}
+    data = {k: torch.cat(v) for k, v in parts.items()}
+    data["objects"] = torch.stack([object_cells(c.frames) for c in clips])
+    return data
 
 
 def _sample_latents(moments: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -289,17 +313,30 @@ def _sample_latents(moments: torch.Tensor, generator: torch.Generator) -> torch.
 
 
 def denoiser_batch(data: dict[str, torch.Tensor], index: torch.Tensor, generator: torch.Generator):
-    """(x0, image latents zero-padded to T, flow latents), each [B, T, 16, h, w]."""
+    """(x0, image latents zero-padded to T, flow latents), each [B, T, 16, h, w], and object cells [B, T, 1, h, w]."""
     x0 = _sample_latents(data["clip"][index], generator)
     first = _sample_latents(data["first"][index], generator)  # [B, 1, 16, h, w]
     image = torch.cat([first, first.new_zeros(first.shape[0], x0.shape[1] - 1, *first.shape[2:])], dim=1)
     flow = _sample_latents(data["flow"][index], generator)
-    return x0, image, flow
+    return x0, image, flow, data["objects"][index][:, :, None]
 
 
-def v_loss(model: STDiTTransformer, batch, generator: torch.Generator) -> torch.Tensor:
-    """v-prediction MSE at a uniform timestep on the zero-SNR schedule (x_t = a·x0 + s·ε, v = a·ε − s·x0)."""
-    x0, image, flow = batch
+def weighted_mse(prediction: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Mean of weight · squared error over the mean weight (the weight broadcasts); a constant weight is plain MSE."""
+    weight = weight.expand_as(target)
+    return (weight * (prediction - target).square()).mean() / weight.mean()
+
+
+def v_loss(
+    model: STDiTTransformer, batch, generator: torch.Generator, object_weight: float = 0.0
+) -> torch.Tensor:
+    """v-prediction MSE at a uniform timestep on the zero-SNR schedule (x_t = a·x0 + s·ε, v = a·ε − s·x0).
+
+    `object_weight` > 0 weights the error up by that much on the latent cells the objects cover (`object_cells`):
+    the background is the first frame again and cheap to get right, while following the path is decided on a few
+    cells per frame. 0 (default) is the loss of every stage before it.
+    """
+    x0, image, flow, objects = batch
     size = x0.shape[0]
     timestep = torch.randint(0, 1000, (size,), generator=generator)
     a = full_sqrt_alphas_cumprod(torch.float32)[timestep].view(size, 1, 1, 1, 1)
@@ -316,6 +353,8 @@ def v_loss(model: STDiTTransformer, batch, generator: torch.Generator) -> torch.
     features = [f * keep_rows for f in features]
     text = x0.new_zeros(size, 1, model.config.text_dim)
     v = model(x_t, timestep, text, motion_features=features, image_latents=image)
+    if object_weight > 0:
+        return weighted_mse(v, target, 1 + object_weight * objects)
     return F.mse_loss(v, target)
 
 
@@ -329,6 +368,7 @@ def train_denoiser(
     init: STDiTTransformer | None = None,
     peak_lr: float = DEFAULT_LR,
     families: tuple[str, ...] | None = None,
+    object_weight: float = 0.0,
 ) -> STDiTTransformer:
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -347,7 +387,7 @@ def train_denoiser(
         for group in optimizer.param_groups:
             group["lr"] = peak_lr * max(lr_scale, 0.05)  # warm-up, then cosine to 5 % over the budget
         index = torch.randint(0, num_clips, (batch,), generator=generator)
-        loss = v_loss(model, denoiser_batch(data, index, generator), generator)
+        loss = v_loss(model, denoiser_batch(data, index, generator), generator, object_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -407,6 +447,13 @@ def main(argv: list[str] | None = None) -> None:
         help="vae/decoder: also weight the loss up where the reconstruction has colour the clip lacks (trails of "
         "fast objects); 0 (default) is the loss of the stages before issue 12's second round",
     )
+    parser.add_argument(
+        "--object-weight",
+        type=non_negative_float,
+        default=0.0,
+        help="denoiser: weight the loss up by this much on the latent cells the objects cover (see v_loss); 0 "
+        "(default) is the loss of the stages before issue 12's fifth round",
+    )
     args = parser.parse_args(argv)
     families = check_families(args.families)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -454,6 +501,7 @@ def main(argv: list[str] | None = None) -> None:
             init=init,
             peak_lr=args.lr or DEFAULT_LR,
             families=families,
+            object_weight=args.object_weight,
         )
         save_st_transformer(model, transformer_file)
         log.info("wrote %s", transformer_file)

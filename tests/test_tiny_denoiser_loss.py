@@ -1,0 +1,65 @@
+"""The tiny denoiser's object-weighted loss (`tora_model.tiny.train`): where the objects are per latent cell
+(`object_cells`) and the weighted error (`weighted_mse`)."""
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from tora_model.tiny.synthetic import make_clips
+from tora_model.tiny.train import object_cells, weighted_mse
+
+
+def _clip_with_square(frames: int = 9, shown: range = range(9)) -> np.ndarray:
+    """uint8 [F, 32, 48, 3]: a grey background, a saturated red 4×4 square on pixels 8..11 × 20..23 in `shown`."""
+    video = np.full((frames, 32, 48, 3), 120, dtype=np.uint8)
+    for f in shown:
+        video[f, 8:12, 20:24] = (220, 30, 30)
+    return video
+
+
+def test_object_cells_mark_the_cells_the_object_covers_and_their_neighbours_only():
+    cells = object_cells(_clip_with_square())  # [3, 8, 12]: latents 0, 1 (frames 1..4), 2 (frames 5..8)
+    assert cells.shape == (3, 8, 12)
+    expected = torch.zeros(8, 12)
+    expected[1:4, 4:7] = 1  # the square fills cell (2, 5); one cell around it counts too
+    for t in range(3):
+        torch.testing.assert_close(cells[t], expected)
+
+
+def test_object_cells_group_frames_as_the_causal_vae_does():
+    """Latent 0 is frame 0 alone, latent t >= 1 frames 4t-3..4t: an object shown only in frame 5 lands in latent 2."""
+    cells = object_cells(_clip_with_square(shown=range(5, 6)))
+    assert cells[0].max() == 0 and cells[1].max() == 0
+    assert cells[2, 2, 5] == 1
+
+
+def test_object_cells_of_synthetic_clips_cover_the_objects_but_not_the_textured_background():
+    clip = make_clips(5, 1, num_objects=1)[0]
+    cells = object_cells(clip.frames)  # [5, 16, 24]
+    for t, frame in enumerate((0, 4, 8, 12, 16)):
+        x, y = clip.centres[0, frame]
+        assert cells[t, int(y) // 4, int(x) // 4] == 1
+    assert 0 < cells.mean() < 0.2  # one object of radius <= 8 px: a small part of the 16×24 cells
+
+
+def test_weighted_mse_with_a_constant_weight_is_the_plain_mse():
+    generator = torch.Generator().manual_seed(0)
+    prediction, target = (
+        torch.randn(2, 5, 16, 4, 6, generator=generator),
+        torch.randn(2, 5, 16, 4, 6, generator=generator),
+    )
+    torch.testing.assert_close(
+        weighted_mse(prediction, target, torch.full((2, 5, 1, 4, 6), 3.0)), F.mse_loss(prediction, target)
+    )
+
+
+def test_weighted_mse_makes_an_error_on_object_cells_cost_more_than_the_same_error_on_background():
+    target = torch.zeros(1, 2, 16, 4, 6)
+    objects = torch.zeros(1, 2, 1, 4, 6)
+    objects[..., 1, 1] = 1
+    on_object, on_background = target.clone(), target.clone()
+    on_object[..., 1, 1] = 0.5
+    on_background[..., 3, 4] = 0.5
+    weight = 1 + 10 * objects
+    assert F.mse_loss(on_object, target) == F.mse_loss(on_background, target)
+    assert weighted_mse(on_object, target, weight) > 5 * weighted_mse(on_background, target, weight)
