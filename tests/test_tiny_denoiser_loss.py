@@ -2,6 +2,7 @@
 (`object_cells`) and the weighted error (`weighted_mse`)."""
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -31,6 +32,11 @@ def test_object_cells_group_frames_as_the_causal_vae_does():
     cells = object_cells(_clip_with_square(shown=range(5, 6)))
     assert cells[0].max() == 0 and cells[1].max() == 0
     assert cells[2, 2, 5] == 1
+
+
+def test_object_cells_refuse_a_frame_count_the_vae_cannot_group():
+    with pytest.raises(ValueError, match="expected 1 \\+ 4·k frames .* got 8"):
+        object_cells(_clip_with_square(frames=8, shown=range(8)))
 
 
 def test_object_cells_of_synthetic_clips_cover_the_objects_but_not_the_textured_background():

@@ -276,6 +276,10 @@ def object_cells(frames: np.ndarray, spatial: int = 4, temporal: int = 4) -> tor
     temporal·(t−1)+1 .. temporal·t, the causal VAE's grouping — 0 on the low-saturation background, a ramp between;
     then widened by one cell, so the cells an object enters or leaves (its trails) count too.
     """
+    if (len(frames) - 1) % temporal:
+        raise ValueError(
+            f"object_cells: expected 1 + {temporal}·k frames (the causal VAE's grouping), got {len(frames)}"
+        )
     pixels = torch.from_numpy(frames).float()  # [F, H, W, 3]
     saturation = pixels.amax(-1) - pixels.amin(-1)  # [F, H, W], 0..255
     mask = ((saturation - OBJECT_SATURATION) / OBJECT_SATURATION).clamp(0, 1)
