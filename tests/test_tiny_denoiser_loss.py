@@ -34,9 +34,11 @@ def test_object_cells_group_frames_as_the_causal_vae_does():
     assert cells[2, 2, 5] == 1
 
 
-def test_object_cells_refuse_a_frame_count_the_vae_cannot_group():
-    with pytest.raises(ValueError, match="expected 1 \\+ 4·k frames .* got 8"):
+def test_object_cells_refuse_a_clip_the_vae_cannot_group():
+    with pytest.raises(ValueError, match="expected 1 \\+ 4·k frames .* got 8 frames of 32×48"):
         object_cells(_clip_with_square(frames=8, shown=range(8)))
+    with pytest.raises(ValueError, match="divisible by 4, got 9 frames of 32×46"):
+        object_cells(_clip_with_square()[:, :, :46])
 
 
 def test_object_cells_of_synthetic_clips_cover_the_objects_but_not_the_textured_background():

@@ -276,9 +276,10 @@ def object_cells(frames: np.ndarray, spatial: int = 4, temporal: int = 4) -> tor
     temporal·(t−1)+1 .. temporal·t, the causal VAE's grouping — 0 on the low-saturation background, a ramp between;
     then widened by one cell, so the cells an object enters or leaves (its trails) count too.
     """
-    if (len(frames) - 1) % temporal:
+    if (len(frames) - 1) % temporal or frames.shape[1] % spatial or frames.shape[2] % spatial:
         raise ValueError(
-            f"object_cells: expected 1 + {temporal}·k frames (the causal VAE's grouping), got {len(frames)}"
+            f"object_cells: expected 1 + {temporal}·k frames (the causal VAE's grouping) of a height and width "
+            f"divisible by {spatial}, got {len(frames)} frames of {frames.shape[1]}×{frames.shape[2]}"
         )
     pixels = torch.from_numpy(frames).float()  # [F, H, W, 3]
     saturation = pixels.amax(-1) - pixels.amin(-1)  # [F, H, W], 0..255
