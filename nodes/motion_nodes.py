@@ -169,7 +169,12 @@ class TrajectoryToMotionLatent:
         if trajectory is not None:
             mode = "auto" if resample == "auto" else resample
             flow_rgb = trajectory_flow_rgb(
-                trajectory, num_frames=frames, width=width, height=height, mode=mode
+                trajectory,
+                num_frames=frames,
+                width=width,
+                height=height,
+                mode=mode,
+                sigma=model.transformer.config.flow_sigma,
             )
         else:
             flow_rgb = self._flow_video(flow_images, width, height, frames)

@@ -228,12 +228,13 @@ def test_tiny_command_errors_are_one_line(caplog):
 
 
 @pytest.mark.parametrize("rate", ["0", "-0.001", "nan"])
-def test_train_refuses_a_learning_rate_that_is_not_positive(capsys, rate):
-    """A zero rate must not fall back to the stage's default unnoticed; nan or a negative rate would not train."""
+@pytest.mark.parametrize("option", ["--lr", "--flow-sigma"])
+def test_train_refuses_a_rate_or_sigma_that_is_not_positive(capsys, rate, option):
+    """A zero rate or σ must not fall back to the default unnoticed; nan or a negative value would not train."""
     with pytest.raises(SystemExit) as exit_info:
-        main(["train", "denoiser", "--lr", rate, "--out", "unused"])
+        main(["train", "denoiser", option, rate, "--out", "unused"])
     assert exit_info.value.code == 2
-    assert f"argument --lr: expected a finite number > 0, got '{rate}'" in capsys.readouterr().err
+    assert f"argument {option}: expected a finite number > 0, got '{rate}'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("weight", ["-1", "nan"])

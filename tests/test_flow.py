@@ -14,8 +14,10 @@ from tests.references import official_blur_kernel
 from tests.shared_data import FIXTURE, TRAJS, needs_shared
 from tora_model.errors import TrajectoryFormatError
 from tora_model.flow import (
+    SIGMA,
     flow_to_rgb,
     flow_video_to_vae_input,
+    kernel_radius,
     render_flow,
     sparse_displacements,
     spread_displacements,
@@ -165,6 +167,51 @@ def test_splat_equals_dense_filter2d(height, width):
         frame, row, col, raw[frame, row, col, 0], raw[frame, row, col, 1], 4, height, width
     )
     assert np.abs(ours - dense).max() <= 1e-4
+
+
+@pytest.mark.parametrize("sigma", [0.4, 2.5, 3.0, 5.0, 7.3])
+def test_splat_at_another_sigma_equals_dense_filter2d_of_that_gaussian(sigma):
+    """A model trained at another pixel scale (ToraConfig.flow_sigma) gets the same spreading rule at its σ: OpenCV's
+    own Gaussian of that σ over 2r + 1 taps, r scaled from the release's 49 px at σ = 10, centre 1, reflect-101."""
+    radius = kernel_radius(sigma)
+    assert radius == max(1, round(4.9 * sigma))
+    taps = cv2.getGaussianKernel(2 * radius + 1, sigma, cv2.CV_64F)  # [2r + 1, 1], sums to 1
+    kernel = taps @ taps.T
+    kernel /= kernel[radius, radius]
+    rng = np.random.default_rng(int(sigma * 10))
+    height, width = 64, 96
+    pixels = _border_and_random_pixels(rng, height, width, 6)
+    frame = np.array([1 + i % 2 for i in range(len(pixels))])
+    row, col = np.array([p[0] for p in pixels]), np.array([p[1] for p in pixels])
+    raw = np.zeros((3, height, width, 2), dtype=np.float32)
+    raw[frame, row, col] = rng.uniform(-8, 8, (len(pixels), 2))
+    dense = raw.copy()
+    for i in (1, 2):
+        dense[i] = cv2.filter2D(raw[i], -1, kernel)
+    ours = spread_displacements(
+        frame, row, col, raw[frame, row, col, 0], raw[frame, row, col, 1], 3, height, width, sigma=sigma
+    )
+    assert np.abs(ours - dense).max() <= 1e-4
+
+
+def test_kernel_radius_is_the_release_kernel_at_sigma_10_and_refuses_a_bad_sigma():
+    assert (SIGMA, kernel_radius(SIGMA)) == (10.0, 49)
+    for bad in (0.0, -2.0, float("nan"), float("inf")):
+        with pytest.raises(
+            TrajectoryFormatError, match=f"sigma must be a positive number of pixels, got {bad}"
+        ):
+            kernel_radius(bad)
+
+
+def test_a_narrower_sigma_keeps_two_nearby_paths_apart():
+    """Why a model may name its own σ: at 96×64, two objects 16 px apart moving in opposite directions mix their
+    flows under σ = 10 (each one's pixel carries 28 % of the other's move), while at σ = 3 each keeps its own."""
+    points = np.array([[[40.0, 32.0], [44.0, 32.0]], [[56.0, 32.0], [52.0, 32.0]]])  # [2 tracks, 2 frames, 2]
+    wide, narrow = render_flow(points, 64, 96), render_flow(points, 64, 96, sigma=3.0)
+    own = np.array([4.0, 0.0])
+    mixed = np.abs(wide[1, 32, 40] - own).max() / 4
+    assert mixed == pytest.approx(np.exp(-(16**2) / 200), abs=1e-3)  # 0.278: the other blob's tail
+    assert np.abs(narrow[1, 32, 40] - own).max() < 1e-6
 
 
 def test_splat_large_frame_many_blobs_and_overlaps():

@@ -207,6 +207,14 @@ def test_a_good_st_dit_header_config_reads_back(tmp_path):
     assert read_backbone(_st_dit_file(tmp_path, TINY_ST)) == ("st_dit", ToraConfig.preset("tiny_st"))
 
 
+def test_a_header_written_before_flow_sigma_reads_as_the_release_spreading(tmp_path):
+    """Files written before ToraConfig.flow_sigma existed were trained on σ = 10 flow videos; a stored σ is kept."""
+    older = {k: v for k, v in TINY_ST.items() if k != "flow_sigma"}
+    assert read_backbone(_st_dit_file(tmp_path, older))[1].flow_sigma == 10.0
+    stored = read_backbone(_st_dit_file(tmp_path, {**TINY_ST, "flow_sigma": 2.5}))[1]
+    assert stored == ToraConfig.preset("tiny_st").replace(flow_sigma=2.5)
+
+
 FIX = r"download it again, or write it again with tora_model\.st_dit\.save_st_transformer"
 
 
@@ -236,8 +244,26 @@ FIX = r"download it again, or write it again with tora_model\.st_dit\.save_st_tr
             {**TINY_ST, "head_dim": 12},
             r"is not a valid ToraConfig: head_dim must be a multiple of 8 .*, got 12",
         ),
+        (
+            {**TINY_ST, "flow_sigma": "3"},
+            r"is not a ToraConfig: flow_sigma must be a finite number, got '3'\.",
+        ),
+        (
+            {**TINY_ST, "flow_sigma": 0},
+            r"is not a valid ToraConfig: flow_sigma must be a positive number of pixels \(10 for the release\), "
+            r"got 0",
+        ),
     ],
-    ids=["cut_off", "list", "unknown_keys", "wrong_types", "missing_keys", "invalid"],
+    ids=[
+        "cut_off",
+        "list",
+        "unknown_keys",
+        "wrong_types",
+        "missing_keys",
+        "invalid",
+        "sigma_type",
+        "sigma_zero",
+    ],
 )
 def test_a_bad_st_dit_header_config_names_the_file_and_the_fix(tmp_path, config, expected):
     path = _st_dit_file(tmp_path, config)

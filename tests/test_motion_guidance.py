@@ -93,20 +93,25 @@ def test_motion_from_flow_runs_extractor_once_on_those_latents(models, flow_rgb)
     assert (motion.num_frames, motion.width, motion.height, motion.end) == (FRAMES, WIDTH, HEIGHT, 0.4)
 
 
-def test_motion_from_trajectory_returns_the_flow_it_encoded(models):
-    model, vae = models
-    official = Trajectory(
-        256, 256, (Track(points=((30.0, 40.0), (200.0, 180.0)), interpolation="linear"),), official=True
-    )
-    motion, rgb = motion_from_trajectory(
+def _motion_at_test_size(model, vae, trajectory):
+    """motion_from_trajectory at WIDTH × HEIGHT × FRAMES, posterior drawn from seed 1: (guidance, flow RGB)."""
+    return motion_from_trajectory(
         model,
         vae,
-        official,
+        trajectory,
         num_frames=FRAMES,
         width=WIDTH,
         height=HEIGHT,
         generator=torch.Generator().manual_seed(1),
     )
+
+
+def test_motion_from_trajectory_returns_the_flow_it_encoded(models):
+    model, vae = models
+    official = Trajectory(
+        256, 256, (Track(points=((30.0, 40.0), (200.0, 180.0)), interpolation="linear"),), official=True
+    )
+    motion, rgb = _motion_at_test_size(model, vae, official)
     points = resample(
         official, FRAMES, WIDTH, HEIGHT, "official"
     )  # "auto" picks official for .txt trajectories
@@ -114,6 +119,17 @@ def test_motion_from_trajectory_returns_the_flow_it_encoded(models):
     assert (rgb[0] == 255).all()  # frame 0 carries no motion: pure white
     direct = motion_from_flow(model, vae, rgb, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(motion.features[-1], direct.features[-1], rtol=0, atol=0)
+
+
+def test_a_model_with_its_own_flow_sigma_reads_flow_spread_at_that_sigma():
+    """A model trained on another spreading (ToraConfig.flow_sigma, as the tiny Tora) gets its flow video spread so."""
+    model, vae = build_demo_models(seed=3)
+    model.config = model.config.replace(flow_sigma=2.0)
+    trajectory = demo_trajectory()
+    _, rgb = _motion_at_test_size(model, vae, trajectory)
+    points = resample(trajectory, FRAMES, WIDTH, HEIGHT)
+    np.testing.assert_array_equal(rgb, flow_to_rgb(render_flow(points, HEIGHT, WIDTH, sigma=2.0)))
+    assert (rgb != flow_to_rgb(render_flow(points, HEIGHT, WIDTH))).any()  # not the release's σ = 10
 
 
 def test_bad_flow_inputs_are_refused(models, flow_rgb):

@@ -1,13 +1,16 @@
-"""The tiny denoiser's object-weighted loss (`tora_model.tiny.train`): where the objects are per latent cell
-(`object_cells`) and the weighted error (`weighted_mse`)."""
+"""The tiny denoiser's stage (`tora_model.tiny.train`): its object-weighted loss — where the objects are per latent
+cell (`object_cells`) and the weighted error (`weighted_mse`) — and the flow spreading it trains on and stores."""
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.bundled_tiny import BUNDLED_TINY, needs_bundled_tiny
+from tora_model.st_dit import load_st_transformer, save_st_transformer
 from tora_model.tiny.synthetic import make_clips
-from tora_model.tiny.train import object_cells, weighted_mse
+from tora_model.tiny.train import clip_pixels, encode_dataset, object_cells, train_denoiser, weighted_mse
+from tora_model.vae_loading import load_vae
 
 
 def _clip_with_square(frames: int = 9, shown: range = range(9)) -> np.ndarray:
@@ -71,3 +74,23 @@ def test_weighted_mse_makes_an_error_on_object_cells_cost_more_than_the_same_err
     weight = 1 + 10 * objects
     assert F.mse_loss(on_object, target) == F.mse_loss(on_background, target)
     assert weighted_mse(on_object, target, weight) > 5 * weighted_mse(on_background, target, weight)
+
+
+@needs_bundled_tiny
+def test_the_denoiser_stage_trains_on_flow_spread_with_the_sigma_it_stores(tmp_path):
+    """`--flow-sigma`: the clips' flow videos are spread with it and the saved weights' header names it, so inference
+    (`motion_from_trajectory`, the motion node) spreads the same way; without it the resumed weights' σ is kept."""
+    vae = load_vae(BUNDLED_TINY / "vae")
+    clips = make_clips(5, 2, families=("curves", "fast"))
+    data = encode_dataset(vae, clips, flow_sigma=3.0)
+    with torch.no_grad():
+        expected = vae.encode_chunk(torch.cat([clip_pixels(c.flow_video(3.0)) for c in clips]))[0]
+        release = vae.encode_chunk(torch.cat([clip_pixels(c.flow_video()) for c in clips]))[0]
+    torch.testing.assert_close(data["flow"], expected, rtol=0, atol=0)
+    assert (data["flow"] - release).abs().max() > 0.1  # σ = 3 is not the release's σ = 10
+    model = train_denoiser(vae, seed=0, minutes=5, num_clips=2, batch=1, steps=1, flow_sigma=3.0)
+    save_st_transformer(model, tmp_path / "transformer.safetensors")
+    resumed = load_st_transformer(tmp_path / "transformer.safetensors")
+    assert resumed.config.flow_sigma == 3.0
+    kept = train_denoiser(vae, seed=0, minutes=5, num_clips=2, batch=1, steps=1, init=resumed)
+    assert kept.config.flow_sigma == 3.0

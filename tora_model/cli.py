@@ -43,6 +43,7 @@ from .cli_args import (
 from .cli_output import check_video_writer, to_uint8, write_outputs, write_preview
 from .cli_speed import add_speed_args, finish_speed, speed_from_args
 from .errors import CheckpointError, ConfigError, ToraError, TrajectoryFormatError
+from .flow import SIGMA
 from .generation_setup import check_generation_size
 from .motion_guidance import motion_from_flow, motion_from_trajectory, trajectory_flow_rgb
 from .pipeline import decode_latents, encode_image_latents, sample_latents
@@ -272,6 +273,13 @@ def run_generate(args: argparse.Namespace) -> None:
         )
     with _about("--vae"):
         vae = load_vae(args.vae, dtype=dtype, device=device)
+    if flow_rgb is not None and model.config.flow_sigma != SIGMA:  # a model trained with its own spreading
+        flow_rgb = trajectory_flow_rgb(
+            load_trajectory(args.trajectory),
+            mode=args.trajectory_mode,
+            sigma=model.config.flow_sigma,
+            **size,
+        )
     tiling = {"auto": "auto", "on": True, "off": False}[args.vae_tiling]
     generator = torch.Generator("cpu").manual_seed(args.seed)
     # Official order of random draws (spec §6.1): start image, then flow latents, then the initial noise.

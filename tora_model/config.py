@@ -9,6 +9,7 @@ positional embedding that the official SAT code never adds (spec Q1), so adding 
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -51,6 +52,9 @@ class ToraConfig:
     motion_channels: int = 128  # TE feature width
     extractor_blocks_per_stage: int = 2
     fuser_groups: int = 32  # GroupNorm groups of the fuser's flow_cond_norm
+    # σ (pixels) of the Gaussian that spreads each trajectory displacement into the flow video the model reads
+    # (spec §2.4: 10 px for the release at 720×480). A model trained at another pixel scale names its own.
+    flow_sigma: float = 10.0
     # "cogvideox" = the released joint-attention DiT (transformer.py); "st_dit" = the paper's OpenSora-style
     # spatial-temporal DiT (st_dit.py), num_layers counting spatial and temporal blocks together.
     backbone: str = "cogvideox"
@@ -73,6 +77,10 @@ class ToraConfig:
         if compression < 1 or compression & (compression - 1):
             raise ConfigError(
                 f"vae_spatial_compression must be a power of two (8 for CogVideoX), got {compression}"
+            )
+        if not (math.isfinite(self.flow_sigma) and self.flow_sigma > 0):
+            raise ConfigError(
+                f"flow_sigma must be a positive number of pixels (10 for the release), got {self.flow_sigma}"
             )
         if self.backbone not in BACKBONES:
             raise ConfigError(f"backbone must be one of {BACKBONES}, got {self.backbone!r}")

@@ -3,12 +3,13 @@
 Source: tora_spec.md §2.3–§2.6 (alibaba/Tora `sat/utils/flow_utils.py` process_traj/get_flow, blur kernel from
 `sat/utils/traj_utils.py`; colour coding = torchvision `flow_to_image`, the Middlebury wheel).
 
-- `render_flow(points [N_tracks, F, 2], height, width) -> float32 [F, H, W, 2]` (channel 0 = dx, 1 = dy):
+- `render_flow(points [N_tracks, F, 2], height, width, sigma=10) -> float32 [F, H, W, 2]` (channel 0 = dx, 1 = dy):
   frame i+1 holds (x_{i+1} - x_i, y_{i+1} - y_i) at the pixel of the PREVIOUS position (row int(y_i), column
   int(x_i), the far edge x == W / y == H mapped to the last pixel), frame 0 is zero, later tracks overwrite
   earlier ones on the same pixel. Every frame is then spread with the 99×99, σ = 10 Gaussian whose centre is 1,
   exactly as OpenCV `filter2D` with reflect-101 borders — but computed by splatting the kernel around the few
-  non-zero pixels instead of convolving whole frames.
+  non-zero pixels instead of convolving whole frames. Another `sigma` (a model trained at another pixel scale, e.g.
+  the tiny Tora, names its own in `ToraConfig.flow_sigma`) scales the kernel's radius with it (49 px at σ = 10).
 - `flow_to_rgb(flow [F, H, W, 2]) -> uint8 [F, H, W, 3]`: one global maximum norm over all frames, 55-colour wheel,
   white where the flow is zero (bit-identical to torchvision's algorithm; torch ops in the same order).
 - `flow_video_to_vae_input(rgb) -> [1, 3, F, H, W]` in [-1, 1] (SAT: img / 255 * 2 - 1).
@@ -31,10 +32,20 @@ SIGMA = 10.0
 _RADIUS = KERNEL_SIZE // 2
 
 
-def _gaussian_1d() -> np.ndarray:
-    """g(d) for d = -49..49: the 1-D factor of the centre-normalised 2-D kernel (spec §2.4)."""
-    d = np.arange(-_RADIUS, _RADIUS + 1, dtype=np.float64)
-    return np.exp(-0.5 * d * d / (SIGMA * SIGMA))  # [99]
+def kernel_radius(sigma: float) -> int:
+    """Half-width of the spreading kernel: 49 at the release's σ = 10, in proportion for another σ (at least 1)."""
+    if not (np.isfinite(sigma) and sigma > 0):
+        raise TrajectoryFormatError(
+            f"the flow spreading sigma must be a positive number of pixels, got {sigma}"
+        )
+    return max(1, round(_RADIUS * sigma / SIGMA))
+
+
+def _gaussian_1d(sigma: float) -> np.ndarray:
+    """g(d) for d = -r..r: the 1-D factor of the centre-normalised 2-D kernel (spec §2.4; r = 49 at σ = 10)."""
+    radius = kernel_radius(sigma)
+    d = np.arange(-radius, radius + 1, dtype=np.float64)
+    return np.exp(-0.5 * d * d / (sigma * sigma))  # [2r + 1]
 
 
 def reflect101(index: np.ndarray, length: int) -> np.ndarray:
@@ -46,15 +57,19 @@ def reflect101(index: np.ndarray, length: int) -> np.ndarray:
     return np.where(folded >= length, period - folded, folded)
 
 
-def folded_kernels(length: int) -> np.ndarray:
-    """[length, 99] float64: row s = fold_length(s)[p] for p = s - 49 .. s + 49 (zero outside [0, length))."""
-    g = _gaussian_1d()
+def folded_kernels(length: int, sigma: float = SIGMA) -> np.ndarray:
+    """[length, 2r + 1] float64: row s = fold_length(s)[p] for p = s - r .. s + r (zero outside [0, length)).
+
+    r = `kernel_radius(sigma)`: [length, 99] at σ = 10.
+    """
+    g = _gaussian_1d(sigma)
+    radius = g.size // 2
     p = np.arange(length)[:, None]  # [L, 1] output pixel
-    offsets = np.arange(-_RADIUS, _RADIUS + 1)[None, :]  # [1, 99]
-    source = reflect101(p + offsets, length)  # [L, 99] source pixel read by output p at offset d
-    band = np.zeros((length, KERNEL_SIZE), dtype=np.float64)
+    offsets = np.arange(-radius, radius + 1)[None, :]  # [1, 2r + 1]
+    source = reflect101(p + offsets, length)  # [L, 2r + 1] source pixel read by output p at offset d
+    band = np.zeros((length, g.size), dtype=np.float64)
     weights = np.broadcast_to(g[None, :], source.shape)
-    np.add.at(band, (source.ravel(), (p - source + _RADIUS).ravel()), weights.ravel())
+    np.add.at(band, (source.ravel(), (p - source + radius).ravel()), weights.ravel())
     return band
 
 
@@ -98,27 +113,30 @@ def sparse_displacements(points: np.ndarray, height: int, width: int) -> tuple[n
     return frame[keep], row[keep], col[keep], delta[keep, 0], delta[keep, 1]
 
 
-def render_flow(points: np.ndarray, height: int, width: int) -> np.ndarray:
+def render_flow(points: np.ndarray, height: int, width: int, sigma: float = SIGMA) -> np.ndarray:
     """Spread displacement raster [F, H, W, 2] float32 for per-frame positions [N_tracks, F, 2] (pixels)."""
     n_frames = np.asarray(points).shape[1] if np.ndim(points) == 3 else 0
     sparse = sparse_displacements(points, height, width)
-    return spread_displacements(*sparse, n_frames=n_frames, height=height, width=width)
+    return spread_displacements(*sparse, n_frames=n_frames, height=height, width=width, sigma=sigma)
 
 
-def spread_displacements(frame, row, col, dx, dy, n_frames: int, height: int, width: int) -> np.ndarray:
+def spread_displacements(
+    frame, row, col, dx, dy, n_frames: int, height: int, width: int, sigma: float = SIGMA
+) -> np.ndarray:
     """Gaussian-spread a sparse raster (flat arrays, one entry per non-zero pixel) -> float32 [F, H, W, 2].
 
-    Equal to running OpenCV filter2D (99×99, σ = 10, centre 1, BORDER_REFLECT_101) on every frame of the dense
+    Equal to running OpenCV filter2D (99×99 at σ = 10, centre 1, BORDER_REFLECT_101) on every frame of the dense
     raster; each frame's blobs are summed in float64 over their bounding box, then stored as float32.
     """
     flow = np.zeros((n_frames, height, width, 2), dtype=np.float32)  # [F, H, W, 2]
     if len(frame) == 0:
         return flow
-    fold_y, fold_x = folded_kernels(height), folded_kernels(width)  # [H, 99], [W, 99]
+    fold_y, fold_x = folded_kernels(height, sigma), folded_kernels(width, sigma)  # [H, 2r+1], [W, 2r+1]
+    radius = fold_y.shape[1] // 2
     for f in np.unique(frame):
         sel = np.flatnonzero(frame == f)
-        r0, r1 = max(int(row[sel].min()) - _RADIUS, 0), min(int(row[sel].max()) + _RADIUS + 1, height)
-        c0, c1 = max(int(col[sel].min()) - _RADIUS, 0), min(int(col[sel].max()) + _RADIUS + 1, width)
+        r0, r1 = max(int(row[sel].min()) - radius, 0), min(int(row[sel].max()) + radius + 1, height)
+        c0, c1 = max(int(col[sel].min()) - radius, 0), min(int(col[sel].max()) + radius + 1, width)
         acc = np.zeros(
             (r1 - r0, c1 - c0, 2), dtype=np.float64
         )  # [h, w, 2] bounding box of this frame's blobs
@@ -133,9 +151,10 @@ def spread_displacements(frame, row, col, dx, dy, n_frames: int, height: int, wi
 
 
 def _window(band_row: np.ndarray, centre: int, length: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """The in-frame part of a folded kernel (band row for `centre`) and its pixel range."""
-    lo, hi = max(centre - _RADIUS, 0), min(centre + _RADIUS + 1, length)
-    return band_row[lo - centre + _RADIUS : hi - centre + _RADIUS], (lo, hi)
+    """The in-frame part of a folded kernel (band row [2r + 1] for `centre`) and its pixel range."""
+    radius = band_row.size // 2
+    lo, hi = max(centre - radius, 0), min(centre + radius + 1, length)
+    return band_row[lo - centre + radius : hi - centre + radius], (lo, hi)
 
 
 def _colour_wheel(device: torch.device) -> torch.Tensor:

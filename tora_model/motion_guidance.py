@@ -31,7 +31,7 @@ import torch
 from einops import rearrange
 
 from .errors import ConfigError
-from .flow import flow_to_rgb, flow_video_to_vae_input, render_flow
+from .flow import SIGMA, flow_to_rgb, flow_video_to_vae_input, render_flow
 from .generation_setup import check_generation_size, check_vae_pairing, placement, vae_tiling
 from .resample import resample
 from .vae import SCALE
@@ -201,12 +201,21 @@ def motion_from_flow(
 
 
 def trajectory_flow_rgb(
-    trajectory, *, num_frames: int, width: int, height: int, mode: str = "auto"
+    trajectory,
+    *,
+    num_frames: int,
+    width: int,
+    height: int,
+    mode: str = "auto",
+    sigma: float = SIGMA,
 ) -> np.ndarray:
-    """Trajectory → per-frame points → Gaussian-spread flow → colour-coded flow video uint8 [F, H, W, 3]."""
+    """Trajectory → per-frame points → Gaussian-spread flow → colour-coded flow video uint8 [F, H, W, 3].
+
+    `sigma`: the spreading the model was trained with (`ToraConfig.flow_sigma`; 10 px for the release).
+    """
     # "auto" (None for resample): official processing for official .txt trajectories, smooth resampling otherwise.
     points = resample(trajectory, num_frames, width, height, None if mode == "auto" else mode)  # [N, F, 2]
-    flow = render_flow(points, height, width)  # [F, H, W, 2] float32
+    flow = render_flow(points, height, width, sigma)  # [F, H, W, 2] float32
     return flow_to_rgb(flow)  # [F, H, W, 3] uint8
 
 
@@ -226,8 +235,16 @@ def motion_from_trajectory(
     tiling: bool | str = "auto",
     encoding: str = "sat",
 ) -> tuple[MotionGuidance, np.ndarray]:
-    """Trajectory → flow RGB (`trajectory_flow_rgb`) → motion guidance; also returns the flow RGB."""
-    flow_rgb = trajectory_flow_rgb(trajectory, num_frames=num_frames, width=width, height=height, mode=mode)
+    """Trajectory → flow RGB (`trajectory_flow_rgb`, spread with the model's `flow_sigma`) → motion guidance; also
+    returns the flow RGB."""
+    flow_rgb = trajectory_flow_rgb(
+        trajectory,
+        num_frames=num_frames,
+        width=width,
+        height=height,
+        mode=mode,
+        sigma=model.config.flow_sigma,
+    )
     motion = motion_from_flow(
         model,
         vae,

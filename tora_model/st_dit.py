@@ -307,6 +307,8 @@ _FIELD_TYPES: dict[str, Entry] = {
     "bool": ("true or false", lambda v: isinstance(v, bool)),
     "str": ("a string", lambda v: isinstance(v, str)),
 }
+# Fields a header may leave out, with the value files written before the field existed were trained with.
+OPTIONAL_HEADER_FIELDS = {"flow_sigma": 10.0}
 CONFIG_FIX = (
     "The file is damaged or was written by another program or version: download it again, or write it again with "
     "tora_model.st_dit.save_st_transformer (what `python -m tora_model train denoiser` does)."
@@ -315,18 +317,20 @@ CONFIG_FIX = (
 
 def header_config(text: str, path: str | Path) -> ToraConfig:
     """The ToraConfig stored as JSON under `CONFIG_KEY` in the safetensors header of `path`: every field of
-    ToraConfig, each of its type, no other key. Anything else is a CheckpointError naming the file, the fields that
-    are unknown, missing or mistyped, and how to get a good file; nothing is dropped or filled in."""
+    ToraConfig, each of its type, no other key — but `OPTIONAL_HEADER_FIELDS`, which files written before them lack
+    and which then take the value those files were trained with. Anything else is a CheckpointError naming the file,
+    the fields that are unknown, missing or mistyped, and how to get a good file; nothing is dropped or guessed."""
     source = f"the {CONFIG_KEY!r} entry in the safetensors header of {path}"
     fields = parse_json_object(text, source, "the ToraConfig fields as a JSON object", CONFIG_FIX)
     entries = {f.name: _FIELD_TYPES[f.type] for f in dataclasses.fields(ToraConfig)}
     unknown = sorted(set(fields) - set(entries))
     wrong = [f"unknown fields {unknown}"] if unknown else []
-    wrong += entry_problems(fields, entries, required=entries)
+    required = [name for name in entries if name not in OPTIONAL_HEADER_FIELDS]
+    wrong += entry_problems(fields, entries, required=required)
     if wrong:
         raise CheckpointError(f"{source} is not a ToraConfig: {'; '.join(wrong)}. {CONFIG_FIX}")
     try:
-        return ToraConfig(**fields)
+        return ToraConfig(**{**OPTIONAL_HEADER_FIELDS, **fields})
     except ConfigError as err:
         raise CheckpointError(f"{source} is not a valid ToraConfig: {err}. {CONFIG_FIX}") from None
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..flow import flow_to_rgb, render_flow
+from ..flow import SIGMA, flow_to_rgb, render_flow
 from ..resample import resample
 from ..trajectory import Track, Trajectory
 from .path_families import check_families, crossing, family_positions
@@ -44,9 +44,10 @@ class Clip:
     colours: np.ndarray  # float64 [N, 3] RGB of each object
     trajectory: Trajectory  # the drawn paths (canvas = the generation size)
 
-    def flow_video(self) -> np.ndarray:
-        """The conditioning flow video uint8 [F, H, W, 3], rendered as at inference."""
-        return flow_to_rgb(render_flow(self.centres, HEIGHT, WIDTH))
+    def flow_video(self, sigma: float = SIGMA) -> np.ndarray:
+        """The conditioning flow video uint8 [F, H, W, 3], rendered as at inference (`sigma`: the model's
+        `ToraConfig.flow_sigma`)."""
+        return flow_to_rgb(render_flow(self.centres, HEIGHT, WIDTH, sigma))
 
 
 def _smooth_noise(rng: np.random.Generator, cells: tuple[int, int]) -> np.ndarray:

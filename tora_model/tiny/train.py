@@ -38,7 +38,7 @@ from einops import rearrange
 
 from ..cli_args import non_negative_float, positive_float
 from ..config import ToraConfig
-from ..flow import flow_video_to_vae_input
+from ..flow import SIGMA, flow_video_to_vae_input
 from ..schedule import full_sqrt_alphas_cumprod
 from ..st_dit import STDiTTransformer, load_st_transformer, save_st_transformer
 from ..vae import SCALE, CogVideoXVAE, DiagonalGaussian, VAEConfig, chunk_bounds
@@ -292,9 +292,11 @@ def object_cells(frames: np.ndarray, spatial: int = 4, temporal: int = 4) -> tor
 
 
 @torch.no_grad()
-def encode_dataset(vae: CogVideoXVAE, clips, batch: int = 16) -> dict[str, torch.Tensor]:
-    """Posterior moments [N, 32, T, h, w] of the clips, their first frames (alone) and their flow videos, and the
-    clips' `object_cells` [N, T, h, w].
+def encode_dataset(
+    vae: CogVideoXVAE, clips, batch: int = 16, flow_sigma: float = SIGMA
+) -> dict[str, torch.Tensor]:
+    """Posterior moments [N, 32, T, h, w] of the clips, their first frames (alone) and their flow videos (spread
+    with `flow_sigma`, the model's `ToraConfig.flow_sigma`), and the clips' `object_cells` [N, T, h, w].
 
     Batched: every norm in the encoder is per sample, so a batch encodes each clip exactly as alone.
     """
@@ -302,7 +304,7 @@ def encode_dataset(vae: CogVideoXVAE, clips, batch: int = 16) -> dict[str, torch
     for i in range(0, len(clips), batch):
         group = clips[i : i + batch]
         pixels = torch.cat([clip_pixels(c.frames) for c in group])  # [b, 3, F, H, W]
-        flows = torch.cat([clip_pixels(c.flow_video()) for c in group])
+        flows = torch.cat([clip_pixels(c.flow_video(flow_sigma)) for c in group])
         parts["clip"].append(vae.encode_chunk(pixels)[0])
         parts["first"].append(vae.encode_chunk(pixels[:, :, :1])[0])
         parts["flow"].append(vae.encode_chunk(flows)[0])
@@ -374,13 +376,23 @@ def train_denoiser(
     peak_lr: float = DEFAULT_LR,
     families: tuple[str, ...] | None = None,
     object_weight: float = 0.0,
+    flow_sigma: float | None = None,
 ) -> STDiTTransformer:
+    """`flow_sigma`: the flow videos' spreading, stored in the model's config; None keeps `init`'s (or the preset's)."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     start = time.monotonic()
-    data = encode_dataset(vae, make_clips(seed + 1, num_clips, families=families))
-    log.info("encoded %d clips in %.1f min", num_clips, (time.monotonic() - start) / 60)
     model = (init or STDiTTransformer(ToraConfig.preset(PRESET))).train()
+    if flow_sigma is not None:
+        model.config = model.config.replace(flow_sigma=flow_sigma)
+    clips = make_clips(seed + 1, num_clips, families=families)
+    data = encode_dataset(vae, clips, flow_sigma=model.config.flow_sigma)
+    log.info(
+        "encoded %d clips (flow sigma %g px) in %.1f min",
+        num_clips,
+        model.config.flow_sigma,
+        (time.monotonic() - start) / 60,
+    )
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=peak_lr, weight_decay=0.0)
     budget, step = minutes * 60 - (time.monotonic() - start), 0
@@ -459,6 +471,14 @@ def main(argv: list[str] | None = None) -> None:
         help="denoiser: weight the loss up by this much on the latent cells the objects cover (see v_loss); 0 "
         "(default) is the loss of the stages before issue 12's fifth round",
     )
+    parser.add_argument(
+        "--flow-sigma",
+        type=positive_float,
+        default=None,
+        help="denoiser: σ in pixels of the Gaussian that spreads the paths into the flow video, stored in the "
+        "weights' config (ToraConfig.flow_sigma) so inference spreads the same; default: keep the resumed weights' "
+        "(10, the release's, from scratch)",
+    )
     args = parser.parse_args(argv)
     families = check_families(args.families)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -507,6 +527,7 @@ def main(argv: list[str] | None = None) -> None:
             peak_lr=args.lr or DEFAULT_LR,
             families=families,
             object_weight=args.object_weight,
+            flow_sigma=args.flow_sigma,
         )
         save_st_transformer(model, transformer_file)
         log.info("wrote %s", transformer_file)
