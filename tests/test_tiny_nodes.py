@@ -95,3 +95,16 @@ def test_fp8_storage_and_block_swap_run_the_st_dit(pack):
     with pytest.raises(pack.tora_model.errors.ConfigError, match=f"has {blocks} transformer blocks"):
         load_tiny(pack, "bf16", "block_swap", blocks + 1)
     assert np.isfinite(reference.numpy()).all()
+
+
+def test_motion_node_spreads_the_flow_with_the_models_own_sigma(pack):
+    """The tiny Tora was trained on flow spread with its own σ (its header's flow_sigma): Trajectory To Motion Latent
+    renders the same flow video the training and evaluation render (`Clip.flow_video`), not the release's σ = 10."""
+    model, vae = load_tiny(pack)
+    _, trajectory = node(pack, "ToraTinyScene").make(8, 2)
+    clip = pack.tora_model.tiny.synthetic.make_clips(8, 1, 2)[0]
+    motion_node = node(pack, "TrajectoryToMotionLatent")
+    _, preview = motion_node.encode(model, vae, W, H, F, 1.0, 0.0, 1.0, "auto", True, trajectory=trajectory)
+    sigma = model.transformer.config.flow_sigma
+    expected = torch.from_numpy(clip.flow_video(sigma)).float() / 255
+    assert torch.equal(preview, expected)
