@@ -16,10 +16,13 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from tests.bundled_tiny import BUNDLED_TINY, needs_bundled_tiny
 from tora_model.cli import main
 from tora_model.cli_output import to_uint8
-from tora_model.motion_guidance import motion_from_trajectory
+from tora_model.config import ToraConfig
+from tora_model.motion_guidance import motion_from_flow, motion_from_trajectory, trajectory_flow_rgb
 from tora_model.pipeline import decode_latents, encode_image_latents, sample_latents
+from tora_model.st_dit import STDiTTransformer, save_st_transformer
 from tora_model.text import T5TextEncoder
 from tora_model.tiny.demo_models import (
     DEMO_PROMPT,
@@ -28,6 +31,8 @@ from tora_model.tiny.demo_models import (
     save_demo_models,
     write_demo_t5,
 )
+from tora_model.trajectory import Track, Trajectory
+from tora_model.vae_loading import load_vae
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = ["--width", "32", "--height", "32", "--num-frames", "9", "--steps", "2"]
@@ -244,3 +249,55 @@ def test_train_refuses_a_loss_weight_below_zero(capsys, weight, stage, option):
         main(["train", stage, option, weight, "--out", "unused"])
     assert exit_info.value.code == 2
     assert f"argument {option}: expected a finite number >= 0" in capsys.readouterr().err
+
+
+@needs_bundled_tiny
+def test_generate_spreads_the_flow_with_the_sigma_the_model_file_names(tmp_path):
+    """An st_dit file whose header says flow_sigma = 3 gets its trajectory spread with σ = 3, as the library does;
+    the release's σ = 10 would give another video. Random (non-zero) weights, the bundled ×4 VAE, I2V, 2 steps."""
+    config = ToraConfig.preset("tiny_st").replace(flow_sigma=3.0)
+    model = STDiTTransformer(config)
+    with torch.no_grad():
+        for i, parameter in enumerate(model.parameters()):
+            parameter.copy_(0.05 * torch.randn(parameter.shape, generator=torch.Generator().manual_seed(i)))
+    model.eval()
+    save_st_transformer(model, tmp_path / "transformer.safetensors")
+    vae = load_vae(BUNDLED_TINY / "vae")
+    image = np.random.default_rng(3).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "start.png"), image[..., ::-1])
+    save_file({"prompt_embeds": torch.zeros(1, 1, 16)}, tmp_path / "prompt.safetensors")
+    trajectory = Trajectory(96, 64, (Track(points=((20.0, 20.0), (60.0, 40.0)), interpolation="linear"),))
+    (tmp_path / "path.json").write_text(trajectory.to_json_string())
+    files = dict(
+        transformer=tmp_path / "transformer.safetensors",
+        vae=BUNDLED_TINY / "vae",
+        embeds=tmp_path / "prompt.safetensors",
+        trajectory=tmp_path / "path.json",
+    )
+    size = dict(width=96, height=64, num_frames=9)
+    frames_dir = tmp_path / "frames"
+    args = _generate_args(
+        files, **{"--image": tmp_path / "start.png", "--frames-dir": frames_dir, "--cfg": "1"}
+    )
+    assert main([*args, "--width", "96", "--height", "64"]) == 0
+
+    def library_run(sigma: float) -> np.ndarray:
+        generator = torch.Generator().manual_seed(7)
+        image_latents = encode_image_latents(vae, image.astype(np.float32) / 255, generator=generator, **size)
+        flow = trajectory_flow_rgb(trajectory, sigma=sigma, **size)
+        motion = motion_from_flow(model, vae, flow, generator=generator)
+        latents = sample_latents(
+            model,
+            text_embeds=torch.zeros(1, 1, 16),
+            steps=2,
+            cfg=1.0,
+            generator=generator,
+            image_latents=image_latents,
+            motion=motion,
+            **size,
+        )
+        return to_uint8(decode_latents(vae, latents))
+
+    written = _png_frames(frames_dir)
+    np.testing.assert_array_equal(written, library_run(3.0))
+    assert (written != library_run(10.0)).any()
