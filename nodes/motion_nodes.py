@@ -123,7 +123,9 @@ class TrajectoryToMotionLatent:
                 "flow_images": (
                     "IMAGE",
                     {
-                        "tooltip": "Instead of a trajectory: a colour-coded flow video [F, H, W, 3] (dense motion)."
+                        "tooltip": "Instead of a trajectory: a colour-coded flow video [F, H, W, 3] (dense motion), "
+                        "used as given; sparse paths should be spread as the model was trained (σ = 10 px for the "
+                        "released weights, 5 px for the bundled tiny model)."
                     },
                 ),
                 "tracks": (
