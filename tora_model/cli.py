@@ -259,10 +259,11 @@ def run_generate(args: argparse.Namespace) -> None:
 
     _check_generate_args(args)
     size = dict(width=args.width, height=args.height, num_frames=args.num_frames)
-    # Rendered before any model loads, so a trajectory that does not fit the video is refused first.
+    # Rendered before any model loads (at the release's σ), so a trajectory that does not fit the video is refused first.
+    trajectory = load_trajectory(args.trajectory) if args.trajectory else None
     flow_rgb = None
-    if args.trajectory:
-        flow_rgb = trajectory_flow_rgb(load_trajectory(args.trajectory), mode=args.trajectory_mode, **size)
+    if trajectory is not None:
+        flow_rgb = trajectory_flow_rgb(trajectory, mode=args.trajectory_mode, **size)
     image = load_image(args.image) if args.image is not None else None
     speed = speed_from_args(args)
     device, dtype = _device_and_dtype(args)
@@ -273,12 +274,9 @@ def run_generate(args: argparse.Namespace) -> None:
         )
     with _about("--vae"):
         vae = load_vae(args.vae, dtype=dtype, device=device)
-    if flow_rgb is not None and model.config.flow_sigma != SIGMA:  # a model trained with its own spreading
+    if trajectory is not None and model.config.flow_sigma != SIGMA:  # a model trained with its own spreading
         flow_rgb = trajectory_flow_rgb(
-            load_trajectory(args.trajectory),
-            mode=args.trajectory_mode,
-            sigma=model.config.flow_sigma,
-            **size,
+            trajectory, mode=args.trajectory_mode, sigma=model.config.flow_sigma, **size
         )
     tiling = {"auto": "auto", "on": True, "off": False}[args.vae_tiling]
     generator = torch.Generator("cpu").manual_seed(args.seed)
