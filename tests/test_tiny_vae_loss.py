@@ -1,8 +1,11 @@
-"""The tiny VAE's training loss (`tora_model.tiny.train.vae_loss`): the object weighting and the ghost weighting."""
+"""The tiny VAE's training loss (`tora_model.tiny.train.vae_loss`): the object weighting and the ghost weighting;
+and the decoder stage's data (clips, with or without their flow videos)."""
 
+import pytest
 import torch
 
-from tora_model.tiny.train import vae_loss
+from tora_model.tiny.synthetic import make_clips
+from tora_model.tiny.train import _vae_data, clip_pixels, main, vae_loss
 
 
 def _clip() -> torch.Tensor:
@@ -47,3 +50,23 @@ def test_ghost_weight_passes_no_gradient_through_the_weight():
     weight = (1 + 10 * saturation(video) + 10 * saturation(recon)).detach()
     constant = (weight * (recon - video).abs()).mean() / weight.mean() + ((recon - video) ** 2).mean()
     torch.testing.assert_close(got, torch.autograd.grad(constant, recon)[0])
+
+
+def test_the_decoder_stage_can_leave_the_flow_videos_out():
+    """`--no-flow-videos`: the decoder only ever decodes clips at inference, so it may train on the clips alone;
+    by default it trains on the clips and their flow videos, as the VAE stage does."""
+    clips = make_clips(4, 3, families=("fast",))
+    both, centres = _vae_data(4, 3, ("fast",))
+    alone, alone_centres = _vae_data(4, 3, ("fast",), flow_videos=False)
+    assert len(both) == 6 and len(alone) == 3 and len(alone_centres) == 3 and len(centres) == 6
+    for video, clip in zip(alone, clips, strict=True):
+        torch.testing.assert_close(video, clip_pixels(clip.frames), rtol=0, atol=0)
+    torch.testing.assert_close(both[3], clip_pixels(clips[0].flow_video()), rtol=0, atol=0)
+
+
+def test_no_flow_videos_is_refused_outside_the_decoder_stage(tmp_path, capsys):
+    for stage in ("vae", "denoiser", "all"):
+        with pytest.raises(SystemExit):
+            main([stage, "--no-flow-videos", "--out", str(tmp_path), "--steps", "1"])
+        assert "--no-flow-videos applies to the decoder stage only" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

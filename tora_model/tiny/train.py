@@ -170,13 +170,15 @@ def _set_cosine_lr(optimizer: torch.optim.Optimizer, peak_lr: float, step: int, 
 
 
 def _vae_data(
-    seed: int, num_clips: int, families: tuple[str, ...] | None = None
+    seed: int, num_clips: int, families: tuple[str, ...] | None = None, flow_videos: bool = True
 ) -> tuple[list[torch.Tensor], list[np.ndarray]]:
-    """Clips (of `families`, see `synthetic.make_clips`) and their flow videos as [1, 3, F, H, W] in [-1, 1] (the
-    same network encodes both at inference)."""
+    """Clips (of `families`, see `synthetic.make_clips`) and, with `flow_videos`, their flow videos as [1, 3, F, H,
+    W] in [-1, 1] (the same encoder reads both at inference; the decoder only ever decodes clips)."""
     clips = make_clips(seed, num_clips, families=families)
-    videos = [clip_pixels(c.frames) for c in clips] + [clip_pixels(c.flow_video()) for c in clips]
-    return videos, [c.centres for c in clips] * 2
+    videos = [clip_pixels(c.frames) for c in clips]
+    if not flow_videos:
+        return videos, [c.centres for c in clips]
+    return videos + [clip_pixels(c.flow_video()) for c in clips], [c.centres for c in clips] * 2
 
 
 def train_vae(
@@ -232,19 +234,21 @@ def train_decoder(
     peak_lr: float = DEFAULT_LR,
     families: tuple[str, ...] | None = None,
     ghost_weight: float = 0.0,
+    flow_videos: bool = True,
 ) -> CogVideoXVAE:
     """Continue training only the decoder: the encoder — hence the latent space a denoiser learns — stays fixed.
 
     The learning rate warms up over 50 steps and then follows a cosine to 2 % over the budget; each latent sample gets
     extra Gaussian noise of a random amplitude up to DECODER_NOISE × the batch's latent std, so the decoder also
-    draws clean objects from the slightly-off latents a sampler produces.
+    draws clean objects from the slightly-off latents a sampler produces. `flow_videos`: also train on the clips'
+    flow videos, as the VAE stage does (False: the clips alone; inference never decodes a flow video).
     """
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
     vae.train()
     vae.encoder.requires_grad_(False)
-    videos, centres = _vae_data(seed, num_clips, families)
+    videos, centres = _vae_data(seed, num_clips, families, flow_videos)
     optimizer = torch.optim.AdamW(vae.decoder.parameters(), lr=peak_lr, weight_decay=0.0)
     start, step = time.monotonic(), 0
     budget, losses = minutes * 60, _LossLog("decoder", start)
@@ -479,7 +483,16 @@ def main(argv: list[str] | None = None) -> None:
         "weights' config (ToraConfig.flow_sigma) so inference spreads the same; default: keep the resumed weights' "
         "(10, the release's, from scratch)",
     )
+    parser.add_argument(
+        "--no-flow-videos",
+        action="store_true",
+        help="decoder: train on the clips alone, not also on their flow videos (the decoder never decodes a flow "
+        "video at inference; the fixed encoder still reads them); default trains on both, as before issue 12's "
+        "ninth round",
+    )
     args = parser.parse_args(argv)
+    if args.no_flow_videos and args.stage != "decoder":
+        parser.error(f"--no-flow-videos applies to the decoder stage only, not to {args.stage!r}")
     families = check_families(args.families)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(1)
@@ -512,6 +525,7 @@ def main(argv: list[str] | None = None) -> None:
             peak_lr=args.lr or DEFAULT_LR,
             families=families,
             ghost_weight=args.ghost_weight,
+            flow_videos=not args.no_flow_videos,
         )
         save_vae(vae, vae_folder)
         log.info("wrote %s", vae_folder)
