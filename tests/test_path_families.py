@@ -5,7 +5,14 @@ import pytest
 
 from tora_model.errors import ConfigError
 from tora_model.resample import resample
-from tora_model.tiny.path_families import FAMILIES, MAX_SPEED, check_families, crossing
+from tora_model.tiny.path_families import (
+    FAMILIES,
+    LOOP_CANVAS_SCALE,
+    MAX_SPEED,
+    PROBE_FAMILIES,
+    check_families,
+    crossing,
+)
 from tora_model.tiny.synthetic import FRAMES, HEIGHT, WIDTH, make_clips, track_colours
 
 
@@ -73,6 +80,53 @@ def test_unknown_family_names_the_known_ones():
         check_families("wiggle")
 
 
+@pytest.mark.parametrize("family", PROBE_FAMILIES)
+def test_probe_families_are_drawn_paths_never_trained_on(family):
+    """Probes measure control on paths unlike any training clip: drawn tracks (not per-frame), within the speed
+    limit, inside the frame — and the training refuses them, so they stay unseen."""
+    clips = make_clips(11, 6, 1, (family,))
+    for clip in clips:
+        (track,) = clip.trajectory.tracks
+        assert not clip.trajectory.per_point and len(track.points) >= 5
+        assert np.allclose(resample(clip.trajectory, FRAMES, WIDTH, HEIGHT), clip.centres)
+        assert speeds(clip.centres).max() <= MAX_SPEED and speeds(clip.centres).mean() > 2
+        x, y = clip.centres[..., 0], clip.centres[..., 1]
+        assert x.min() >= 8 and y.min() >= 8 and x.max() <= WIDTH - 8 and y.max() <= HEIGHT - 8
+        tracked = track_colours(clip.frames, clip.colours)
+        assert np.hypot(*(tracked - clip.centres).transpose(2, 0, 1)).mean() < 0.6
+    scale = LOOP_CANVAS_SCALE if family == "loops" else 1
+    assert (clip.trajectory.width, clip.trajectory.height) == (WIDTH * scale, HEIGHT * scale)
+    assert check_families(family, probes=True) == (family,)
+    assert (
+        check_families("probes", probes=True) == PROBE_FAMILIES
+        and check_families("all", probes=True) == FAMILIES
+    )
+    with pytest.raises(ConfigError, match="never trained on"):
+        check_families(f"curves,{family}")
+    with pytest.raises(ValueError, match="one object"):
+        make_clips(11, 1, 2, (family,))
+
+
+def test_loops_turn_and_scribbles_have_corners():
+    for clip in make_clips(12, 8, 1, ("loops",)):
+        steps = np.diff(clip.centres[0], axis=0)
+        heading = np.unwrap(np.arctan2(steps[:, 1], steps[:, 0])[np.hypot(*steps.T) > 0.5])
+        assert abs(heading[-1] - heading[0]) > np.pi  # more than half a turn
+    for clip in make_clips(13, 8, 1, ("scribbles",)):
+        points = np.array(clip.trajectory.tracks[0].points)
+        legs = np.diff(points, axis=0)
+        cosines = (legs[1:] * legs[:-1]).sum(-1) / np.hypot(*legs[1:].T) / np.hypot(*legs[:-1].T)
+        assert clip.trajectory.tracks[0].interpolation == "linear" and cosines.min() < 0.7  # a sharp corner
+
+
+def test_training_refuses_probe_families(tmp_path):
+    from tora_model.tiny.train import main
+
+    with pytest.raises(ConfigError, match="never trained on"):
+        main(["denoiser", "--families", "all,loops", "--out", str(tmp_path), "--steps", "1"])
+    assert not any(tmp_path.iterdir())
+
+
 def test_evaluation_has_a_row_per_family_and_one_of_crossing_objects():
     from tora_model.tiny.evaluate import HELD_OUT_SEED, family_rows
 
@@ -86,6 +140,22 @@ def test_evaluation_has_a_row_per_family_and_one_of_crossing_objects():
     assert (
         family_rows(("fast",), clips=2)[0].seed == rows[FAMILIES.index("fast")].seed
     )  # same clips when selected
+    probes = family_rows(("fast",) + PROBE_FAMILIES, clips=2, multi_clips=3)
+    assert [r.label for r in probes] == ["fast, 1 object"] + [
+        f"{f}, 1 object (never trained on)" for f in PROBE_FAMILIES
+    ] + ["all, 2–3 objects"]
+    assert probes[-1].families == ("fast",)  # crossing objects come from training families only
+    assert len({r.seed for r in rows + probes[1:-1]}) == len(rows) + len(PROBE_FAMILIES)
+    assert (
+        family_rows(PROBE_FAMILIES, clips=2, multi_clips=3)[-1].family == PROBE_FAMILIES[-1]
+    )  # no crossing row
+
+
+def test_evaluate_refuses_probes_with_several_objects():
+    from tora_model.tiny.evaluate import main
+
+    with pytest.raises(SystemExit):
+        main(["--families", "loops", "--objects", "2", "--models", "/nonexistent"])
 
 
 def test_an_object_that_starts_under_another_is_tracked_by_its_own_colour():

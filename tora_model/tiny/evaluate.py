@@ -33,7 +33,7 @@ from ..motion_guidance import motion_from_trajectory
 from ..pipeline import decode_latents, generate
 from ..vae import SCALE
 from ..vae_loading import load_vae
-from .path_families import FAMILIES, check_families
+from .path_families import FAMILIES, PROBE_FAMILIES, check_families
 from .synthetic import (
     FRAMES,
     HEIGHT,
@@ -189,7 +189,7 @@ def evaluate(
 class RowSpec:
     """One row of the evaluation by path family: which clips (`synthetic.make_clips` arguments) it measures."""
 
-    family: str  # a name of path_families.FAMILIES, or "all" (every selected family, drawn per path)
+    family: str  # a name of path_families.FAMILIES or PROBE_FAMILIES, or "all" (every selected family, drawn per path)
     objects: int | tuple[int, ...]  # objects per clip, or the counts to draw from
     clips: int
     seed: int
@@ -198,7 +198,8 @@ class RowSpec:
     @property
     def label(self) -> str:
         count = self.objects if isinstance(self.objects, int) else f"{min(self.objects)}–{max(self.objects)}"
-        return f"{self.family}, {count} object{'s' if count != 1 else ''}"
+        unseen = " (never trained on)" if self.family in PROBE_FAMILIES else ""
+        return f"{self.family}, {count} object{'s' if count != 1 else ''}{unseen}"
 
 
 MULTI_SEED_OFFSET = 100  # clips with several objects; one-object rows use seed + the family's index
@@ -207,14 +208,18 @@ MULTI_SEED_OFFSET = 100  # clips with several objects; one-object rows use seed 
 def family_rows(
     families: tuple[str, ...] = FAMILIES, *, clips: int = 8, multi_clips: int = 12, seed: int = HELD_OUT_SEED
 ) -> list[RowSpec]:
-    """One row per family with one object, then one row of 2–3 crossing objects over all `families`.
+    """One row per family with one object, then one row of 2–3 crossing objects over the training families among
+    `families` (a probe family's clips hold one object).
 
-    A family's clips depend only on (seed, the family's place in FAMILIES), so a row measures the same clips whatever
-    else is selected; "curves" at 1 object and `seed` are exactly `make_clips(seed, clips, 1)`, the original set.
+    A family's clips depend only on (seed, the family's place in FAMILIES + PROBE_FAMILIES), so a row measures the
+    same clips whatever else is selected; "curves" at 1 object and `seed` are exactly `make_clips(seed, clips, 1)`,
+    the original set.
     """
-    rows = [RowSpec(f, 1, clips, seed + FAMILIES.index(f), (f,)) for f in families if clips > 0]
-    if multi_clips > 0:
-        rows.append(RowSpec("all", (2, 3), multi_clips, seed + MULTI_SEED_OFFSET, families))
+    order = FAMILIES + PROBE_FAMILIES
+    rows = [RowSpec(f, 1, clips, seed + order.index(f), (f,)) for f in families if clips > 0]
+    crossing = tuple(f for f in families if f in FAMILIES)
+    if multi_clips > 0 and crossing:
+        rows.append(RowSpec("all", (2, 3), multi_clips, seed + MULTI_SEED_OFFSET, crossing))
     return rows
 
 
@@ -288,6 +293,8 @@ def format_table(results: dict[str, Errors]) -> str:
 FIGURES = """figures in the README files and the commands behind them (held-out seeds; 20 steps):
   models/tiny_tora/README.md, control by path family:
       python -m tora_model.tiny.evaluate
+  models/tiny_tora/README.md, paths never trained on (drawn loops and scribbles, 16 clips each):
+      python -m tora_model.tiny.evaluate --families probes --clips 16
   models/tiny_tora/README.md, the original eased curves (16 clips, one object):
       python -m tora_model.tiny.evaluate --families curves --objects 1 --clips 16
   README.md Demo, the demo's error and lost frames: python -m tora_model demo (its log line)
@@ -305,7 +312,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--families",
         default="all",
-        help=f"comma-separated path families, or all (default): {', '.join(FAMILIES)}",
+        help=f"comma-separated path families, or all (default): {', '.join(FAMILIES)}; or probes: "
+        f"{', '.join(PROBE_FAMILIES)} (drawn paths never trained on, one object each)",
     )
     parser.add_argument("--clips", type=int, default=8, help="held-out clips per family row (default 8)")
     parser.add_argument(
@@ -330,7 +338,11 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.ERROR)  # the 96x64 "not the released size" warning is expected here
     log.setLevel(logging.INFO)  # but this module's progress lines are shown: a run takes minutes
     torch.set_num_threads(1)
-    families = check_families(args.families)
+    families = check_families(args.families, probes=True)
+    if args.objects not in (None, 1) and set(families) & set(PROBE_FAMILIES):
+        parser.error(
+            f"probe families hold one object per clip; --objects {args.objects} applies to {FAMILIES}"
+        )
     model, vae = load_tiny_tora(args.models)
     if args.objects is None:
         rows = family_rows(families, clips=args.clips, multi_clips=args.multi_clips, seed=args.seed)

@@ -12,6 +12,12 @@ timing, `resample.track_per_point_positions` gives the points back exactly):
 - holds: long holds (3–7 frames) between short moves;
 - border: along the frame's edges, centres 7–10 px from the border (objects touch or cross it).
 
+`PROBE_FAMILIES` are never in a training clip (training refuses them): paths drawn as a canvas user draws them, in the
+drawn form (control points, interpolation, easing), unlike any training path, so the evaluation measures control on
+paths the model has not seen — loops: a smooth eased loop or spiral through 6–9 control points, drawn on a canvas five
+times the generation size (the canvas of a source image, scaled at resampling); scribbles: a polyline through 5–7
+points with sharp corners at a steady pace.
+
 Every family keeps within `MAX_SPEED` px per frame. `crossing` tells whether two paths cross (clips with several
 objects are drawn until every later path crosses an earlier one, when it can).
 
@@ -23,10 +29,15 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ConfigError
+from ..resample import resample
+from ..trajectory import EASINGS, Track, Trajectory
 
 FAMILIES = ("curves", "wiggles", "timed", "fast", "holds", "border")
+PROBE_FAMILIES = ("loops", "scribbles")  # evaluation only
+LOOP_CANVAS_SCALE = 5
 MAX_SPEED = 14.0  # px per frame at 96×64
 INNER = 9.0  # per-frame families keep centres this far from the border (objects are 5.5–8 px in radius)
+MARGIN = 11.0  # drawn paths (curves, probes) keep their control points this far in (synthetic.MARGIN)
 
 
 def _box(width: int, height: int, margin: float) -> tuple[np.ndarray, np.ndarray]:
@@ -156,15 +167,66 @@ def family_positions(
     return np.round(GENERATORS[family](rng, frames, width, height), 1)
 
 
-def check_families(families) -> tuple[str, ...]:
-    """`families` as a tuple of known names (a comma-separated string, a sequence, or "all")."""
-    names = FAMILIES if families == "all" else families
+def _fastest(trajectory: Trajectory, frames: int, width: int, height: int) -> float:
+    """The largest per-frame step (px of the generation) of a one-track trajectory, in its own timing."""
+    return float(np.hypot(*np.diff(resample(trajectory, frames, width, height)[0], axis=0).T).max())
+
+
+def loop(rng: np.random.Generator, frames: int, width: int, height: int) -> Trajectory:
+    """A drawn loop or spiral: 6–9 control points over 0.8–1.5 turns of an ellipse whose radius may shrink (a
+    spiral), smooth, eased, on a canvas LOOP_CANVAS_SCALE times the generation size; shrunk about its centre until
+    its fastest frame is within MAX_SPEED."""
+    turns, count = rng.uniform(0.8, 1.5), int(rng.integers(6, 10))
+    angles = rng.uniform(0, 2 * np.pi) + rng.choice([-1, 1]) * np.linspace(0, 2 * np.pi * turns, count)
+    shrink = np.linspace(1.0, rng.uniform(0.45, 1.0), count)[:, None]  # 1 = a loop, < 1 a spiral
+    points = shrink * rng.uniform([9, 7], [22, 16]) * np.stack([np.cos(angles), np.sin(angles)], axis=-1)
+    low, high = _box(width, height, MARGIN)
+    points = points * min(1.0, *((high - low) / (points.max(0) - points.min(0))))  # [count, 2], fits the box
+    room = high - low - (points.max(0) - points.min(0))
+    points = points - points.min(0) + low + rng.uniform(0, 1, size=2) * room
+    easing = EASINGS[int(rng.integers(len(EASINGS)))]
+    scale = LOOP_CANVAS_SCALE
+    while True:
+        track = Track(points=tuple(map(tuple, np.round(points * scale, 1).tolist())), easing=easing)
+        trajectory = Trajectory(width * scale, height * scale, (track,))
+        if _fastest(trajectory, frames, width, height) <= MAX_SPEED:
+            return trajectory
+        centre = (points.max(0) + points.min(0)) / 2
+        points = centre + (points - centre) * 0.9
+
+
+def scribble(rng: np.random.Generator, frames: int, width: int, height: int) -> Trajectory:
+    """A drawn polyline through 5–7 points (consecutive ones 14–36 px apart, so at most 13.5 px per frame) with
+    sharp corners, at a steady pace."""
+    low, high = _box(width, height, MARGIN)
+    count, points = int(rng.integers(5, 8)), [rng.uniform(low, high)]
+    while len(points) < count:
+        candidate = rng.uniform(low, high)
+        if 14 <= np.hypot(*(candidate - points[-1])) <= 36:
+            points.append(candidate)
+    track = Track(points=tuple(map(tuple, np.round(points, 1).tolist())), interpolation="linear")
+    return Trajectory(width, height, (track,))
+
+
+PROBES = {"loops": loop, "scribbles": scribble}
+
+
+def check_families(families, probes: bool = False) -> tuple[str, ...]:
+    """`families` as a tuple of known names (a comma-separated string, a sequence, or "all"); with `probes` also the
+    PROBE_FAMILIES by name or as "probes" (evaluation; "all" stays the training families)."""
+    known = FAMILIES + PROBE_FAMILIES if probes else FAMILIES
+    names = {"all": FAMILIES, "probes": PROBE_FAMILIES if probes else "probes"}.get(families, families)
     names = tuple(n.strip() for n in names.split(",")) if isinstance(names, str) else tuple(names)
-    unknown = [n for n in names if n not in FAMILIES]
+    unknown = [n for n in names if n not in known]
     if unknown or not names:
+        hint = (
+            "or 'probes'"
+            if probes
+            else f"({list(PROBE_FAMILIES)} only measure unseen paths: never trained on)"
+        )
         raise ConfigError(
-            f"path families {unknown or list(names)} are not known; expected names from {list(FAMILIES)} "
-            "(comma-separated) or 'all'"
+            f"path families {unknown or list(names)} are not known here; expected names from {list(known)} "
+            f"(comma-separated), 'all' {hint}"
         )
     return names
 

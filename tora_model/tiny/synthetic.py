@@ -22,7 +22,14 @@ import numpy as np
 from ..flow import SIGMA, flow_to_rgb, render_flow
 from ..resample import resample
 from ..trajectory import Track, Trajectory
-from .path_families import check_families, crossing, family_positions
+from .path_families import (
+    MARGIN,
+    PROBE_FAMILIES,
+    PROBES,
+    check_families,
+    crossing,
+    family_positions,
+)
 
 WIDTH, HEIGHT, FRAMES = 96, 64, 17
 # Saturated, pairwise distinct in chroma direction (cosine between any two chroma vectors <= 0.5).
@@ -32,7 +39,6 @@ PALETTE = np.array(
 )
 EASINGS = ("linear", "ease-in", "ease-out", "ease-in-out")
 SHAPES = ("disc", "square", "diamond")
-MARGIN = 11  # control points keep this far from the border so the objects stay inside the frame
 
 
 @dataclass(frozen=True, eq=False)
@@ -168,11 +174,16 @@ def make_clip(
 ) -> Clip:
     """One clip: 1–3 objects (or `num_objects`: a count, or a tuple of counts to draw from) of distinct palette
     colours along random paths — drawn eased curves (`families` None or ("curves",), the original clips, bit for
-    bit), else paths of the named `path_families` that cross."""
+    bit), one object along a drawn path of a probe family (`path_families.PROBE_FAMILIES`, in its drawn form and
+    canvas), else paths of the named `path_families` that cross."""
     count = _object_count(rng, num_objects)
     colours = PALETTE[rng.permutation(len(PALETTE))[:count]]
     if families is None or tuple(families) == ("curves",):
         trajectory = Trajectory(WIDTH, HEIGHT, tuple(random_track(rng) for _ in range(count)))
+    elif len(families) == 1 and families[0] in PROBE_FAMILIES:
+        if count != 1:
+            raise ValueError(f"probe family {families[0]!r} clips hold one object, got {count}")
+        trajectory = PROBES[families[0]](rng, FRAMES, WIDTH, HEIGHT)
     else:
         trajectory = family_trajectory(rng, count, check_families(families))
     centres = resample(trajectory, FRAMES, WIDTH, HEIGHT)  # [N, F, 2], the trajectory's own timing
