@@ -27,8 +27,8 @@ class ToraSpeedOptions:
                         "tooltip": "Step cache (TeaCache idea): skip the transformer on steps whose input barely "
                         "changed and reuse its last residual. off: exact. Measured on the tiny model at 50 steps "
                         "(20 steps): balanced 2.0× (2.0×) fewer transformer evaluations, trajectory error -0.02 "
-                        "(-0.04) px, PSNR 57.2 (53.9) dB against uncached; fast 2.9× (2.9×) fewer, error -0.14 "
-                        "(-0.07) px, 47.9 (50.1) dB. custom: use cache_threshold. Reads one number from the GPU per step.",
+                        "(-0.03) px, PSNR 56.2 (52.6) dB against uncached; fast 2.9× (2.9×) fewer, error -0.10 "
+                        "(-0.06) px, 46.9 (48.7) dB. custom: use cache_threshold. Reads one number from the GPU per step.",
                     },
                 ),
                 "cache_threshold": (
