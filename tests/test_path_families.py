@@ -76,6 +76,7 @@ def test_several_objects_cross():
 
 def test_unknown_family_names_the_known_ones():
     assert check_families("all") == FAMILIES and check_families("fast, holds") == ("fast", "holds")
+    assert check_families(["fast", "holds"]) == ("fast", "holds")  # a sequence of names as well
     with pytest.raises(ConfigError, match="wiggles"):
         check_families("wiggle")
 

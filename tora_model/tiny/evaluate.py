@@ -33,7 +33,7 @@ from ..motion_guidance import motion_from_trajectory
 from ..pipeline import decode_latents, generate
 from ..vae import SCALE
 from ..vae_loading import load_vae
-from .path_families import FAMILIES, PROBE_FAMILIES, check_families
+from .path_families import EVALUATED_FAMILIES, FAMILIES, PROBE_FAMILIES, check_families
 from .synthetic import (
     FRAMES,
     HEIGHT,
@@ -211,12 +211,11 @@ def family_rows(
     """One row per family with one object, then one row of 2–3 crossing objects over the training families among
     `families` (a probe family's clips hold one object).
 
-    A family's clips depend only on (seed, the family's place in FAMILIES + PROBE_FAMILIES), so a row measures the
+    A family's clips depend only on (seed, the family's place in EVALUATED_FAMILIES), so a row measures the
     same clips whatever else is selected; "curves" at 1 object and `seed` are exactly `make_clips(seed, clips, 1)`,
     the original set.
     """
-    order = FAMILIES + PROBE_FAMILIES
-    rows = [RowSpec(f, 1, clips, seed + order.index(f), (f,)) for f in families if clips > 0]
+    rows = [RowSpec(f, 1, clips, seed + EVALUATED_FAMILIES.index(f), (f,)) for f in families if clips > 0]
     crossing = tuple(f for f in families if f in FAMILIES)
     if multi_clips > 0 and crossing:
         rows.append(RowSpec("all", (2, 3), multi_clips, seed + MULTI_SEED_OFFSET, crossing))

@@ -34,10 +34,11 @@ from ..trajectory import EASINGS, Track, Trajectory
 
 FAMILIES = ("curves", "wiggles", "timed", "fast", "holds", "border")
 PROBE_FAMILIES = ("loops", "scribbles")  # evaluation only
+EVALUATED_FAMILIES = FAMILIES + PROBE_FAMILIES  # their order fixes each evaluation row's seed
 LOOP_CANVAS_SCALE = 5
 MAX_SPEED = 14.0  # px per frame at 96×64
 INNER = 9.0  # per-frame families keep centres this far from the border (objects are 5.5–8 px in radius)
-MARGIN = 11.0  # drawn paths (curves, probes) keep their control points this far in (synthetic.MARGIN)
+MARGIN = 11.0  # drawn paths (curves, probes) keep their control points this far in
 
 
 def _box(width: int, height: int, margin: float) -> tuple[np.ndarray, np.ndarray]:
@@ -214,8 +215,12 @@ PROBES = {"loops": loop, "scribbles": scribble}
 def check_families(families, probes: bool = False) -> tuple[str, ...]:
     """`families` as a tuple of known names (a comma-separated string, a sequence, or "all"); with `probes` also the
     PROBE_FAMILIES by name or as "probes" (evaluation; "all" stays the training families)."""
-    known = FAMILIES + PROBE_FAMILIES if probes else FAMILIES
-    names = {"all": FAMILIES, "probes": PROBE_FAMILIES if probes else "probes"}.get(families, families)
+    known = EVALUATED_FAMILIES if probes else FAMILIES
+    names = families
+    if names == "all":
+        names = FAMILIES
+    elif probes and names == "probes":
+        names = PROBE_FAMILIES
     names = tuple(n.strip() for n in names.split(",")) if isinstance(names, str) else tuple(names)
     unknown = [n for n in names if n not in known]
     if unknown or not names:

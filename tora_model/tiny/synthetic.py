@@ -21,7 +21,7 @@ import numpy as np
 
 from ..flow import SIGMA, flow_to_rgb, render_flow
 from ..resample import resample
-from ..trajectory import Track, Trajectory
+from ..trajectory import EASINGS, Track, Trajectory
 from .path_families import (
     MARGIN,
     PROBE_FAMILIES,
@@ -37,7 +37,6 @@ PALETTE = np.array(
     [[225, 30, 30], [30, 190, 40], [40, 70, 235], [235, 205, 20], [215, 40, 215], [20, 200, 215]],
     dtype=np.float64,
 )
-EASINGS = ("linear", "ease-in", "ease-out", "ease-in-out")
 SHAPES = ("disc", "square", "diamond")
 
 
