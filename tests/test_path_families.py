@@ -101,6 +101,7 @@ def test_probe_families_are_drawn_paths_never_trained_on(family):
     assert (
         check_families("probes", probes=True) == PROBE_FAMILIES
         and check_families("all", probes=True) == FAMILIES
+        and check_families(f"all,{family},curves", probes=True) == (*FAMILIES, family)
     )
     with pytest.raises(ConfigError, match="never trained on"):
         check_families(f"curves,{family}")

@@ -311,8 +311,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--families",
         default="all",
-        help=f"comma-separated path families, or all (default): {', '.join(FAMILIES)}; or probes: "
-        f"{', '.join(PROBE_FAMILIES)} (drawn paths never trained on, one object each)",
+        help=f"comma-separated path families; all (default) stands for {', '.join(FAMILIES)}, probes for "
+        f"{', '.join(PROBE_FAMILIES)} (drawn paths never trained on, one object each); e.g. all,probes",
     )
     parser.add_argument("--clips", type=int, default=8, help="held-out clips per family row (default 8)")
     parser.add_argument(

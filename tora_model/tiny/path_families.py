@@ -213,15 +213,13 @@ PROBES = {"loops": loop, "scribbles": scribble}
 
 
 def check_families(families, probes: bool = False) -> tuple[str, ...]:
-    """`families` as a tuple of known names (a comma-separated string, a sequence, or "all"); with `probes` also the
-    PROBE_FAMILIES by name or as "probes" (evaluation; "all" stays the training families)."""
+    """`families` as a tuple of known names (a comma-separated string or a sequence of names); "all" among them
+    stands for the training FAMILIES and, with `probes` (evaluation), "probes" for the PROBE_FAMILIES, which may
+    then also be named one by one. Repeats count once, in the order first named."""
     known = EVALUATED_FAMILIES if probes else FAMILIES
-    names = families
-    if names == "all":
-        names = FAMILIES
-    elif probes and names == "probes":
-        names = PROBE_FAMILIES
-    names = tuple(n.strip() for n in names.split(",")) if isinstance(names, str) else tuple(names)
+    groups = {"all": FAMILIES, **({"probes": PROBE_FAMILIES} if probes else {})}
+    given = tuple(n.strip() for n in families.split(",")) if isinstance(families, str) else tuple(families)
+    names = tuple(dict.fromkeys(name for n in given for name in groups.get(n, (n,))))
     unknown = [n for n in names if n not in known]
     if unknown or not names:
         hint = (
@@ -230,7 +228,7 @@ def check_families(families, probes: bool = False) -> tuple[str, ...]:
             else f"({list(PROBE_FAMILIES)} only measure unseen paths: never trained on)"
         )
         raise ConfigError(
-            f"path families {unknown or list(names)} are not known here; expected names from {list(known)} "
+            f"path families {unknown or list(given)} are not known here; expected names from {list(known)} "
             f"(comma-separated), 'all' {hint}"
         )
     return names
