@@ -94,3 +94,59 @@ def test_the_denoiser_stage_trains_on_flow_spread_with_the_sigma_it_stores(tmp_p
     assert resumed.config.flow_sigma == 3.0
     kept = train_denoiser(vae, seed=0, minutes=5, num_clips=2, batch=1, steps=1, init=resumed)
     assert kept.config.flow_sigma == 3.0
+
+
+def test_dense_flow_carries_each_visible_object_pixels_move():
+    """`--dense-flow` (the paper's first stage): frame f + 1 holds, on exactly the pixels object i covers in frame f,
+    its move f → f + 1; where one object hides another the top one's move wins; background and frame 0 stay zero."""
+    from tora_model.tiny.synthetic import (
+        HEIGHT,
+        PALETTE,
+        WIDTH,
+        Clip,
+        background,
+        dense_flow,
+        object_masks,
+        render,
+    )
+    from tora_model.trajectory import Track, Trajectory
+
+    t = np.linspace(0, 1, 17)[:, None]
+    centres = np.stack(
+        [[20.0, 32.0] + t * [56.0, 0.0], [76.0, 32.0] - t * [56.0, 8.0]]
+    )  # [2, F, 2], they cross
+    rng = np.random.default_rng(1)
+    colours = PALETTE[[0, 2]]
+    frames = render(rng, centres, colours, background(rng))
+    tracks = tuple(Track(points=tuple(map(tuple, c.tolist())), interpolation="linear") for c in centres)
+    clip = Clip(frames, centres, colours, Trajectory(WIDTH, HEIGHT, tracks, per_point=True))
+    flow = dense_flow(clip)  # [F, H, W, 2]
+    masks = object_masks(frames, colours)  # [2, F, H, W]
+    assert flow.shape == (17, HEIGHT, WIDTH, 2) and not flow[0].any()
+    for f in range(16):
+        for i in range(2):
+            move = (centres[i, f + 1] - centres[i, f]).astype(np.float32)
+            np.testing.assert_array_equal(
+                flow[f + 1][masks[i, f]], np.broadcast_to(move, (masks[i, f].sum(), 2))
+            )
+        assert not flow[f + 1][~masks[:, f].any(0)].any()
+    hidden = masks[0, 8] & (
+        np.hypot(*(np.mgrid[0:HEIGHT, 0:WIDTH][::-1] + 0.5 - centres[1, 8][:, None, None])) < 3
+    )
+    assert not hidden.any(), "at the crossing the later (blue) object is drawn on top and hides the red one"
+    assert (
+        masks[1, 8].sum() > 50
+        and (flow[9][masks[1, 8]] == (centres[1, 9] - centres[1, 8]).astype(np.float32)).all()
+    )
+
+
+@needs_bundled_tiny
+def test_the_denoiser_stage_encodes_dense_flow_when_asked():
+    vae = load_vae(BUNDLED_TINY / "vae")
+    clips = make_clips(6, 2, families=("fast", "wiggles"))
+    data = encode_dataset(vae, clips, dense_flow=True)
+    with torch.no_grad():
+        expected = vae.encode_chunk(torch.cat([clip_pixels(c.dense_flow_video()) for c in clips]))[0]
+        paths = vae.encode_chunk(torch.cat([clip_pixels(c.flow_video()) for c in clips]))[0]
+    torch.testing.assert_close(data["flow"], expected, rtol=0, atol=0)
+    assert (data["flow"] - paths).abs().max() > 0.1

@@ -64,9 +64,12 @@ def test_the_decoder_stage_can_leave_the_flow_videos_out():
     torch.testing.assert_close(both[3], clip_pixels(clips[0].flow_video()), rtol=0, atol=0)
 
 
-def test_no_flow_videos_is_refused_outside_the_decoder_stage(tmp_path, capsys):
-    for stage in ("vae", "denoiser", "all"):
+@pytest.mark.parametrize(
+    ("flag", "stage_of_the_flag"), [("--no-flow-videos", "decoder"), ("--dense-flow", "denoiser")]
+)
+def test_stage_only_flags_are_refused_outside_their_stage(tmp_path, capsys, flag, stage_of_the_flag):
+    for stage in {"vae", "decoder", "denoiser", "all"} - {stage_of_the_flag}:
         with pytest.raises(SystemExit):
-            main([stage, "--no-flow-videos", "--out", str(tmp_path), "--steps", "1"])
-        assert "--no-flow-videos applies to the decoder stage only" in capsys.readouterr().err
+            main([stage, flag, "--out", str(tmp_path), "--steps", "1"])
+        assert f"{flag} applies to the {stage_of_the_flag} stage only" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())

@@ -54,6 +54,10 @@ class Clip:
         `ToraConfig.flow_sigma`)."""
         return flow_to_rgb(render_flow(self.centres, HEIGHT, WIDTH, sigma))
 
+    def dense_flow_video(self) -> np.ndarray:
+        """The colour-coded `dense_flow` uint8 [F, H, W, 3] (training's first stage, `train denoiser --dense-flow`)."""
+        return flow_to_rgb(dense_flow(self))
+
 
 def _smooth_noise(rng: np.random.Generator, cells: tuple[int, int]) -> np.ndarray:
     """Low-frequency noise [H, W] in [0, 1]: a random grid bilinearly upsampled."""
@@ -217,23 +221,41 @@ def chroma_cosines(directions: np.ndarray, colour: np.ndarray) -> np.ndarray:
     return directions @ (target / np.linalg.norm(target))
 
 
-def track_colours(
+def object_masks(
     frames: np.ndarray, colours: np.ndarray, min_saturation: float = 60.0, min_cosine: float = 0.9
 ) -> np.ndarray:
-    """Centroid per object and frame float64 [N, F, 2] (NaN where no pixel matches) by chroma segmentation.
-
-    frames uint8 or float in [0, 255] [F, H, W, 3]; a pixel belongs to object i when its saturation (max − min)
-    exceeds `min_saturation` and its chroma direction is within arccos(min_cosine) of the object colour's.
-    """
+    """Chroma segmentation bool [N, F, H, W]: a pixel of frames (uint8 or float in [0, 255], [F, H, W, 3]) belongs to
+    object i when its saturation (max − min) exceeds `min_saturation` and its chroma direction is within
+    arccos(min_cosine) of the object colour's."""
     pixels = np.asarray(frames, dtype=np.float64)  # [F, H, W, 3]
     saturated = pixels.max(-1) - pixels.min(-1) > min_saturation  # [F, H, W]
     directions = chroma_directions(pixels)  # [F, H, W, 3]
-    yy, xx = np.mgrid[0 : pixels.shape[1], 0 : pixels.shape[2]] + 0.5
-    out = np.full((len(colours), pixels.shape[0], 2), np.nan)
-    for i, colour in enumerate(colours):
-        mask = saturated & (chroma_cosines(directions, colour) > min_cosine)  # [F, H, W]
+    return np.stack([saturated & (chroma_cosines(directions, colour) > min_cosine) for colour in colours])
+
+
+def track_colours(
+    frames: np.ndarray, colours: np.ndarray, min_saturation: float = 60.0, min_cosine: float = 0.9
+) -> np.ndarray:
+    """Centroid per object and frame float64 [N, F, 2] (NaN where no pixel matches) of the `object_masks`."""
+    masks = object_masks(frames, colours, min_saturation, min_cosine)  # [N, F, H, W]
+    yy, xx = np.mgrid[0 : masks.shape[2], 0 : masks.shape[3]] + 0.5
+    out = np.full((*masks.shape[:2], 2), np.nan)
+    for i, mask in enumerate(masks):
         counts = mask.sum(axis=(1, 2))
         found = counts > 0
         out[i, found, 0] = (mask * xx).sum(axis=(1, 2))[found] / counts[found]
         out[i, found, 1] = (mask * yy).sum(axis=(1, 2))[found] / counts[found]
     return out
+
+
+def dense_flow(clip: Clip) -> np.ndarray:
+    """The clip's dense object flow float32 [F, H, W, 2]: frame f + 1 holds, on every pixel of object i in frame f
+    (its `object_masks`, the visible part: an object on top hides the one below), the object's move from frame f to
+    f + 1 — the flow layout of `flow.render_flow`, object-shaped instead of a Gaussian around the path point. The
+    Tora paper's first training stage conditions on dense optical flow; this is its exact counterpart here."""
+    masks = object_masks(clip.frames[:-1], clip.colours)  # [N, F-1, H, W]
+    moves = np.diff(clip.centres, axis=1).astype(np.float32)  # [N, F-1, 2]
+    flow = np.zeros((*clip.frames.shape[:3], 2), dtype=np.float32)  # [F, H, W, 2]
+    for mask, move in zip(masks, moves, strict=True):
+        flow[1:][mask] = np.broadcast_to(move[:, None, None], (*mask.shape, 2))[mask]
+    return flow

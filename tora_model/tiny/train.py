@@ -297,10 +297,11 @@ def object_cells(frames: np.ndarray, spatial: int = 4, temporal: int = 4) -> tor
 
 @torch.no_grad()
 def encode_dataset(
-    vae: CogVideoXVAE, clips, batch: int = 16, flow_sigma: float = SIGMA
+    vae: CogVideoXVAE, clips, batch: int = 16, flow_sigma: float = SIGMA, dense_flow: bool = False
 ) -> dict[str, torch.Tensor]:
     """Posterior moments [N, 32, T, h, w] of the clips, their first frames (alone) and their flow videos (spread
-    with `flow_sigma`, the model's `ToraConfig.flow_sigma`), and the clips' `object_cells` [N, T, h, w].
+    with `flow_sigma`, the model's `ToraConfig.flow_sigma`; with `dense_flow` the clips' dense object flow,
+    `Clip.dense_flow_video`, instead), and the clips' `object_cells` [N, T, h, w].
 
     Batched: every norm in the encoder is per sample, so a batch encodes each clip exactly as alone.
     """
@@ -308,7 +309,9 @@ def encode_dataset(
     for i in range(0, len(clips), batch):
         group = clips[i : i + batch]
         pixels = torch.cat([clip_pixels(c.frames) for c in group])  # [b, 3, F, H, W]
-        flows = torch.cat([clip_pixels(c.flow_video(flow_sigma)) for c in group])
+        flows = torch.cat(
+            [clip_pixels(c.dense_flow_video() if dense_flow else c.flow_video(flow_sigma)) for c in group]
+        )
         parts["clip"].append(vae.encode_chunk(pixels)[0])
         parts["first"].append(vae.encode_chunk(pixels[:, :, :1])[0])
         parts["flow"].append(vae.encode_chunk(flows)[0])
@@ -381,8 +384,11 @@ def train_denoiser(
     families: tuple[str, ...] | None = None,
     object_weight: float = 0.0,
     flow_sigma: float | None = None,
+    dense_flow: bool = False,
 ) -> STDiTTransformer:
-    """`flow_sigma`: the flow videos' spreading, stored in the model's config; None keeps `init`'s (or the preset's)."""
+    """`flow_sigma`: the flow videos' spreading, stored in the model's config; None keeps `init`'s (or the preset's).
+    `dense_flow`: condition on the clips' dense object flow instead of their paths' flow (the Tora paper's first
+    stage; inference always renders paths, so a later stage without it must follow)."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     start = time.monotonic()
@@ -390,11 +396,11 @@ def train_denoiser(
     if flow_sigma is not None:
         model.config = model.config.replace(flow_sigma=flow_sigma)
     clips = make_clips(seed + 1, num_clips, families=families)
-    data = encode_dataset(vae, clips, flow_sigma=model.config.flow_sigma)
+    data = encode_dataset(vae, clips, flow_sigma=model.config.flow_sigma, dense_flow=dense_flow)
     log.info(
-        "encoded %d clips (flow sigma %g px) in %.1f min",
+        "encoded %d clips (%s) in %.1f min",
         num_clips,
-        model.config.flow_sigma,
+        "dense object flow" if dense_flow else f"flow sigma {model.config.flow_sigma:g} px",
         (time.monotonic() - start) / 60,
     )
     ema = copy.deepcopy(model).eval().requires_grad_(False)
@@ -490,7 +496,16 @@ def main(argv: list[str] | None = None) -> None:
         "video at inference; the fixed encoder still reads them); default trains on both, as before issue 12's "
         "ninth round",
     )
+    parser.add_argument(
+        "--dense-flow",
+        action="store_true",
+        help="denoiser: condition on the clips' dense object flow (every object pixel carries its move) instead of "
+        "their paths' Gaussian flow — the Tora paper's first stage; follow it with a stage without, as inference "
+        "renders paths",
+    )
     args = parser.parse_args(argv)
+    if args.dense_flow and args.stage != "denoiser":
+        parser.error(f"--dense-flow applies to the denoiser stage only, not to {args.stage!r}")
     if args.no_flow_videos and args.stage != "decoder":
         parser.error(f"--no-flow-videos applies to the decoder stage only, not to {args.stage!r}")
     families = check_families(args.families)
@@ -542,6 +557,7 @@ def main(argv: list[str] | None = None) -> None:
             families=families,
             object_weight=args.object_weight,
             flow_sigma=args.flow_sigma,
+            dense_flow=args.dense_flow,
         )
         save_st_transformer(model, transformer_file)
         log.info("wrote %s", transformer_file)
