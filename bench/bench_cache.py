@@ -13,10 +13,10 @@ warm-up that pays the compile; and the largest relative difference of the output
 Run: python bench/bench_cache.py [--clips 4] [--steps 20 50] [--thresholds 0.3 0.6] [--skip-compile]
 
 Measured on the shared 2-core CPU, one thread, the shipped fit (calibrated on clips of seed 3000 at 20 and 50 steps):
-    50 steps: off 200 evaluations, 1.86 px; balanced 100 (2.00× fewer, wall 1.44×), 1.81 px (−0.05), 49.7 dB;
-              fast 68 (2.94×, wall 1.66×), 1.82 px (−0.04), 46.8 dB
-    20 steps: off 80, 1.89 px; balanced 40 (2.00×), −0.01 px, 53.9 dB; fast 28 (2.86×), −0.01 px, 50.0 dB
-    (issue 12's tenth-round weights and their fit; the sweep below is of earlier weights)
+    50 steps: off 200 evaluations, 1.71 px; balanced 100 (2.00× fewer, wall 1.44×), 1.70 px (−0.01), 54.7 dB;
+              fast 68 (2.94×, wall 1.65×), 1.65 px (−0.06), 47.1 dB
+    20 steps: off 80, 1.77 px; balanced 40 (2.00×), −0.03 px, 54.1 dB; fast 28 (2.86×), −0.04 px, 50.4 dB
+    (issue 12's eleventh-round weights and their fit; the sweep below is of earlier weights)
     (a sweep at 50 steps, 2 clips: threshold 0.2 → 1.14× fewer, 77 dB; 0.4 → 2.17×, 50 dB; 0.9 → 3.33×, 52 dB)
     compile, mid config: eager 6.53 s, compiled 6.35 s per step, 1.03× best (median 1.01×), max |Δv|/max|v| 1.9e-7;
     with 2 threads under load 8: 1.05× best (median 1.25×, noisy). The step is GEMM-bound: the same run profiles

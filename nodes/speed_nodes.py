@@ -26,9 +26,9 @@ class ToraSpeedOptions:
                         "default": "off",
                         "tooltip": "Step cache (TeaCache idea): skip the transformer on steps whose input barely "
                         "changed and reuse its last residual. off: exact. Measured on the tiny model at 50 steps "
-                        "(20 steps): balanced 2.0× (2.0×) fewer transformer evaluations, trajectory error -0.05 "
-                        "(-0.01) px, PSNR 49.7 (53.9) dB against uncached; fast 2.9× (2.9×) fewer, error -0.04 "
-                        "(-0.01) px, 46.8 (50.0) dB. custom: use cache_threshold. Reads one number from the GPU per step.",
+                        "(20 steps): balanced 2.0× (2.0×) fewer transformer evaluations, trajectory error -0.01 "
+                        "(-0.03) px, PSNR 54.7 (54.1) dB against uncached; fast 2.9× (2.9×) fewer, error -0.06 "
+                        "(-0.04) px, 47.1 (50.4) dB. custom: use cache_threshold. Reads one number from the GPU per step.",
                     },
                 ),
                 "cache_threshold": (
