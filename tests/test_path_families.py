@@ -178,3 +178,47 @@ def test_an_object_that_starts_under_another_is_tracked_by_its_own_colour():
     errors, lost = trajectory_errors(frames, clip)
     # the hidden one is partly covered while they part: its visible centroid is off by a few px in those frames
     assert lost == 0 and errors.mean() < 1.0 and errors.max() < 5.0, errors.reshape(2, -1).max(axis=1)
+
+
+def test_the_crossing_row_is_split_where_the_objects_first_meet():
+    """`evaluate` prints, under the table, the crossing-object row's error before the objects first come within
+    MEETING_PX of each other and from then on — the split that shows where several objects lose their paths."""
+    from tora_model.tiny.evaluate import MEETING_PX, Errors, RowSpec, format_meeting_split, meeting_masks
+    from tora_model.tiny.synthetic import Clip
+
+    t = np.arange(FRAMES, dtype=np.float64)[:, None]  # [F, 1]
+    centres = np.stack(
+        [
+            [10.0, 32.0] + t * [4.0, 0.0],  # meets the second one at frame 9 (gap 80 - 8 t)
+            [90.0, 32.0] - t * [4.0, 0.0],
+            np.broadcast_to([48.0, 8.0], (FRAMES, 2)),  # still, never within MEETING_PX of the others
+        ]
+    )
+    clip = Clip(np.zeros((FRAMES, HEIGHT, WIDTH, 3), np.uint8), centres, np.zeros((3, 3)), None)
+    met = meeting_masks(clip)  # [3, F-1], frames 1..F-1
+    first = int(np.ceil((80 - MEETING_PX) / 8 + 1e-9))  # first frame with a gap below MEETING_PX: 9
+    assert met.shape == (3, FRAMES - 1)
+    assert not met[:2, : first - 1].any() and met[:2, first - 1 :].all()  # stays True once met, as they part
+    assert not met[2].any()
+
+    row = RowSpec("all", (2, 3), 2, 1100, FAMILIES)
+    clips = make_clips(row.seed, row.clips, row.objects, row.families)
+    masks = np.concatenate([meeting_masks(c).ravel() for c in clips])
+    assert 0 < masks.sum() < masks.size
+    values = np.where(masks, 10.0, 2.0)  # 10 px after every meeting, 2 px before
+    measured = [
+        (
+            RowSpec("curves", 1, 2, 1000, ("curves",)),
+            {"motion on": Errors(np.ones(32), 0)},
+        ),  # one object: no split
+        (row, {"motion on": Errors(values, 0), "motion off": Errors(values * 3, 0)}),
+    ]
+    lines = format_meeting_split(measured).splitlines()
+    share = f"{10 * masks.sum() / values.sum():.0%}"
+    assert lines == [
+        f"{row.label}, motion on: before the objects meet (within 12 px) 2.00 px over {(~masks).sum()} object-frames; "
+        f"from then on 10.00 px over {masks.sum()} ({share} of the error)",
+        f"{row.label}, motion off: before the objects meet (within 12 px) 6.00 px over {(~masks).sum()} object-frames; "
+        f"from then on 30.00 px over {masks.sum()} ({share} of the error)",
+    ]
+    assert format_meeting_split(measured[:1]) == ""

@@ -9,8 +9,9 @@ colour segmentation (`synthetic.track_colours`, each object's colour read where 
 frame) and compared with the ground-truth centres. Per row: motion on, motion off (the same model and seed without
 motion features), the VAE round trip of the ground-truth clip, and the ground-truth clip itself (tracker sanity).
 Errors are Euclidean, in pixels at 96×64, over frames 1..F-1 of every object; an object the tracker cannot find in
-a frame is a lost detection, counted as being at the frame centre (inside the means, never left out). Progress
-is logged per clip.
+a frame is a lost detection, counted as being at the frame centre (inside the means, never left out). Under the
+table, the rows of several objects are split where the objects first meet (`meeting_masks`): the error before, and
+from then on. Progress is logged per clip.
 
 Layouts: generated frames float [F, H, W, 3] in [0, 1]; centres [N, F, 2] (x, y).
 """
@@ -275,6 +276,43 @@ def format_family_table(measured: list[tuple[RowSpec, dict[str, Errors]]]) -> st
     return "\n".join(lines)
 
 
+MEETING_PX = 12.0  # objects whose centres come this close have met (the objects' radii are 5.5–8 px)
+
+
+def meeting_masks(clip: Clip, within: float = MEETING_PX) -> np.ndarray:
+    """bool [N, F−1] over frames 1..F−1 (the layout of `trajectory_errors`): True from the first frame where the
+    object's centre comes within `within` px of another object's on. After such a meeting the flow says where
+    something moves but not which object; this is where crossing objects lose their paths."""
+    centres = clip.centres[:, 1:]  # [N, F-1, 2]
+    gaps = np.linalg.norm(centres[:, None] - centres[None], axis=-1)  # [N, N, F-1]
+    gaps[np.arange(len(centres)), np.arange(len(centres))] = np.inf
+    return np.logical_or.accumulate(gaps.min(axis=1) < within, axis=1)
+
+
+def _mean(values: np.ndarray) -> str:
+    return f"{values.mean():.2f} px" if values.size else "—"
+
+
+def format_meeting_split(measured: list[tuple[RowSpec, dict[str, Errors]]]) -> str:
+    """Per row of several objects, the motion-on and motion-off errors split at the objects' first meeting
+    (`meeting_masks`): before it, from it on, and the share of the row's error from it on. "" without such rows."""
+    lines = []
+    for row, res in measured:
+        if row.objects == 1:
+            continue
+        clips = make_clips(row.seed, row.clips, row.objects, row.families)
+        met = np.concatenate([meeting_masks(clip).ravel() for clip in clips])  # aligned with Errors.values
+        for name in ("motion on", "motion off"):
+            values = res[name].values
+            before, after = values[~met], values[met]
+            lines.append(
+                f"{row.label}, {name}: before the objects meet (within {MEETING_PX:g} px) {_mean(before)} over "
+                f"{before.size} object-frames; from then on {_mean(after)} over {after.size} "
+                f"({after.sum() / max(values.sum(), 1e-9):.0%} of the error)"
+            )
+    return "\n".join(lines)
+
+
 def format_table(results: dict[str, Errors]) -> str:
     lines = [
         "| row | mean error (px) | p90 error (px) | missing detections |",
@@ -290,7 +328,7 @@ def format_table(results: dict[str, Errors]) -> str:
 
 
 FIGURES = """figures in the README files and the commands behind them (held-out seeds; 20 steps):
-  models/tiny_tora/README.md, control by path family:
+  models/tiny_tora/README.md, control by path family (and the crossing objects' split where they meet):
       python -m tora_model.tiny.evaluate
   models/tiny_tora/README.md, paths never trained on (drawn loops and scribbles, 16 clips each):
       python -m tora_model.tiny.evaluate --families probes --clips 16
@@ -350,7 +388,9 @@ def main(argv: list[str] | None = None) -> None:
             replace(row, objects=args.objects)
             for row in family_rows(families, clips=args.clips, multi_clips=0, seed=args.seed)
         ]
-    sys.stdout.write(format_family_table(evaluate_rows(model, vae, rows, steps=args.steps)) + "\n")
+    measured = evaluate_rows(model, vae, rows, steps=args.steps)
+    split = format_meeting_split(measured)
+    sys.stdout.write(format_family_table(measured) + "\n" + (f"\n{split}\n" if split else ""))
 
 
 if __name__ == "__main__":
